@@ -1,0 +1,174 @@
+"""The ``helmproc`` command line: a thin Typer view over ``helmproc.engine`` and the journal.
+
+Results go to stdout, narration and progress to stderr. Exit codes: 0 done, 1 handled error
+(see ``cli/errors.py``), 2 usage, 130 interrupted. Nothing here holds state: an interrupted
+command leaves the journal as the engine left it, and ``helmproc resume`` continues.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from helmproc.cli.errors import EXIT_ERROR, EXIT_INTERRUPTED, describe
+from helmproc.engine.jobs import DEFAULT_WORK_ROOT, find_journal
+from helmproc.engine.pipeline import ExecOptions
+from helmproc.engine.progress import progress_for
+from helmproc.engine.publishers import DirPublisher
+from helmproc.engine.runner import DEFAULT_CHUNK_SIZE, default_workers, execute_job, start_job
+from helmproc.engine.sources import DirSource
+from helmproc.journal.status import StatusReport, render_text
+from helmproc.journal.store import Journal
+
+DEFAULT_DESTINATION = Path("helm-eee-dataset")
+
+app = typer.Typer(
+    name="helmproc",
+    help="Turn HELM benchmark output into a Parquet dataset in Every Eval Ever shapes.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+JournalOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--journal",
+        help="Journal file of the job (default: the job `run` last started in this directory).",
+    ),
+]
+WorkersOpt = Annotated[
+    int | None,
+    typer.Option("--max-workers", min=1, help="Worker processes (default: CPU count)."),
+]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def print_summary(report: StatusReport, as_json: bool) -> None:
+    data = report.to_json()
+    if as_json:
+        print(json.dumps(data, indent=2, sort_keys=True))
+        return
+    runs = data["runs"]
+    print(
+        f"{'done' if data['done'] else 'incomplete'}: {runs['ok']} runs converted, "
+        f"{runs['failed']} failed, {data['rows']} instance rows"
+    )
+    for failure in data["failures"]:
+        say(f"  failed run {failure['run']}: {failure['reason']}")
+    if not data["done"]:
+        say("helmproc: some chunks did not finish; `helmproc resume` retries them")
+
+
+def finish(report: StatusReport, as_json: bool) -> None:
+    print_summary(report, as_json)
+    if not report.to_json()["done"]:
+        raise typer.Exit(EXIT_ERROR)
+
+
+@app.command()
+def run(
+    source: Annotated[
+        Path, typer.Option("--source", help="Local HELM benchmark_output/ or folder of run dirs.")
+    ],
+    to: Annotated[
+        Path, typer.Option("--to", help="Dataset folder to write (created if missing).")
+    ] = DEFAULT_DESTINATION,
+    benchmark: Annotated[
+        str | None, typer.Option("--benchmark", help="HELM project name (e.g. lite, mmlu).")
+    ] = None,
+    release: Annotated[str | None, typer.Option("--release", help="Release to read.")] = None,
+    suite: Annotated[str | None, typer.Option("--suite", help="Suite to read.")] = None,
+    journal: JournalOpt = None,
+    chunk_size: Annotated[
+        int, typer.Option("--chunk-size", min=1, help="Runs per chunk.")
+    ] = DEFAULT_CHUNK_SIZE,
+    max_workers: WorkersOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the final status as JSON.")] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Convert HELM runs into a Parquet dataset, journaling progress so it can resume."""
+    src = DirSource(source, project=benchmark, release=release, suite=suite)
+    publisher = DirPublisher(to)
+    started = start_job(
+        src,
+        publisher,
+        chunk_size=chunk_size,
+        work_root=DEFAULT_WORK_ROOT,
+        journal_path=journal,
+    )
+    with started.journal as jr:
+        verb = "continuing" if started.continued else "starting"
+        say(
+            f"helmproc: {verb} job {jr.job().job_id if jr.job() else '?'}: "  # type: ignore[union-attr]
+            f"{started.n_runs} runs in {started.n_chunks} chunks -> {publisher.root} "
+            f"(journal {jr.path})"
+        )
+        options = ExecOptions(max_workers=max_workers or default_workers())
+        report = execute_job(jr, options, progress_for(sys.stderr, quiet))
+    finish(report, as_json)
+
+
+@app.command()
+def resume(
+    journal: JournalOpt = None,
+    max_workers: WorkersOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the final status as JSON.")] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Finish the job recorded in the journal, with its recorded configuration."""
+    path = find_journal(DEFAULT_WORK_ROOT, journal)
+    with Journal.open(path) as jr:
+        say(f"helmproc: resuming from {jr.path}")
+        options = ExecOptions(max_workers=max_workers or default_workers())
+        report = execute_job(jr, options, progress_for(sys.stderr, quiet))
+    finish(report, as_json)
+
+
+@app.command()
+def status(
+    journal: JournalOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Report a job's progress from its journal alone (safe while the job runs)."""
+    path = find_journal(DEFAULT_WORK_ROOT, journal)
+    with Journal.open(path, readonly=True) as jr:
+        report = jr.status()
+    if as_json:
+        print(json.dumps(report.to_json(), indent=2, sort_keys=True))
+    else:
+        print(render_text(report))
+
+
+def main() -> None:
+    try:
+        rc = app(standalone_mode=False)
+    except KeyboardInterrupt:
+        say("helmproc: interrupted; `helmproc resume` continues where this stopped")
+        sys.exit(EXIT_INTERRUPTED)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        say("helmproc: interrupted; `helmproc resume` continues where this stopped")
+        sys.exit(EXIT_INTERRUPTED)
+    except Exception as exc:  # noqa: BLE001 - the error table decides what is ours
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        described = describe(exc)
+        if described is None:
+            raise
+        message, code = described
+        say(message)
+        sys.exit(code)
+    sys.exit(rc if isinstance(rc, int) else 0)

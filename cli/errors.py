@@ -1,0 +1,61 @@
+"""The one table from exception type to what the user reads, and the exit code.
+
+Ordered: the first row whose type matches wins, so subclasses come before their bases. Each
+message names what went wrong and the next command to try. Messages are built from the
+exception text, which never contains a token (publishers strip credentials before raising).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from helmproc.engine.errors import (
+    ConfigError,
+    HelmprocError,
+    IllegalTransitionError,
+    JournalError,
+    JournalLockedError,
+    NoJobError,
+    PublishError,
+    SourceError,
+    TransientError,
+)
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+@dataclass(frozen=True)
+class ErrorRow:
+    exc_type: type[BaseException]
+    title: str
+    hint: str
+    exit_code: int = EXIT_ERROR
+
+
+ERROR_TABLE: tuple[ErrorRow, ...] = (
+    ErrorRow(JournalLockedError, "journal in use", "wait for the other helmproc to finish, or stop it"),
+    ErrorRow(NoJobError, "no job found", "start one with `helmproc run`, or pass --journal PATH"),
+    ErrorRow(
+        IllegalTransitionError,
+        "journal refused a state change",
+        "this is a bug; `helmproc status` shows the recorded state",
+    ),
+    ErrorRow(JournalError, "journal error", "`helmproc status` shows what the journal holds"),
+    ErrorRow(ConfigError, "invalid configuration", "see `helmproc run --help`", EXIT_USAGE),
+    ErrorRow(SourceError, "cannot read the source", "check the --source / --release / --suite"),
+    ErrorRow(PublishError, "publishing failed", "fix the destination, then `helmproc resume`"),
+    ErrorRow(TransientError, "temporary failure", "`helmproc resume` continues where this stopped"),
+    ErrorRow(HelmprocError, "error", "`helmproc status` shows the job's state"),
+    ErrorRow(OSError, "system error", "fix the cause, then `helmproc resume` continues the job"),
+)
+
+
+def describe(exc: BaseException) -> tuple[str, int] | None:
+    """The user-facing message and exit code for ``exc``, or None if it is not ours to explain."""
+    for row in ERROR_TABLE:
+        if isinstance(exc, row.exc_type):
+            return f"helmproc: {row.title}: {exc}\n  next: {row.hint}", row.exit_code
+    return None

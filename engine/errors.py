@@ -1,0 +1,62 @@
+"""Exception types of helmproc, classified where they are raised.
+
+Every error carries what a user needs to act: the operation, the run or chunk, the file, and
+a hint. ``TransientError`` subclasses are retried by the stage that sees them; everything else
+is terminal for the thing it names. All of them pickle across process boundaries (plain
+``args``), so a worker can raise and the coordinator can record. The single table that turns
+them into user-facing messages lives in ``helmproc.cli.errors``.
+"""
+
+from __future__ import annotations
+
+
+class HelmprocError(Exception):
+    """Base of every error helmproc raises on purpose."""
+
+
+class TransientError(HelmprocError):
+    """A failure that may succeed when retried (network, rate limit, busy resource)."""
+
+
+class ConfigError(HelmprocError):
+    """The job was asked for something impossible (bad source path, bad flag value)."""
+
+
+class SourceError(HelmprocError):
+    """A source could not list or read what the job needs (not specific to one run)."""
+
+
+class RunConversionError(HelmprocError):
+    """One run could not be converted. Recorded as that run's outcome; never fails a chunk.
+
+    ``file`` is the HELM file at fault (e.g. ``stats.json``) and ``reason`` says what was
+    wrong with it.
+    """
+
+    def __init__(self, file: str, reason: str) -> None:
+        super().__init__(file, reason)
+        self.file = file
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.reason}"
+
+
+class JournalError(HelmprocError):
+    """The journal refused an operation (illegal transition, wrong schema, missing job)."""
+
+
+class IllegalTransitionError(JournalError):
+    """A chunk was asked to move to a state not reachable from its current one."""
+
+
+class JournalLockedError(JournalError):
+    """Another coordinator holds this journal."""
+
+
+class NoJobError(JournalError):
+    """No journal / job was found where one was expected."""
+
+
+class PublishError(HelmprocError):
+    """The destination refused or lost a shard."""

@@ -1,0 +1,254 @@
+"""Typed views of the HELM run files helmproc reads, and one decode helper.
+
+Each ``msgspec.Struct`` below declares only the fields the converter uses. msgspec skips every
+other key while parsing, so the bulky parts of a run (per-token ``tokens`` and old
+``top_logprobs``, embeddings, ``contrast_inputs``, annotations) are never turned into Python
+objects. HELM writes ``None`` fields by omitting the key, so every field that HELM may omit
+has a default here. Numbers are declared ``float`` (msgspec accepts JSON ints there, so
+``temperature: 0`` and ``0.0`` both decode); a few request fields are ``int | float`` because
+their text form is kept as HELM wrote it in EEE's string-valued ``additional_details``.
+
+``instance.input`` and ``reference.output`` are ``{"text": ...}`` objects since HELM v0.2.0
+and plain strings before; both decode (``str | Text``, read through :func:`text_of`).
+
+:func:`load_json` is the only way files are decoded: every failure becomes a
+:class:`RunConversionError` naming the file (``missing``, ``malformed JSON: ...``,
+``unexpected shape: <msgspec message with its JSON path>``). Old HELM (< v0.2.4) wrote bare
+``NaN`` into stats files, and model output can hold escaped lone UTF-16 surrogates
+(``"\\ud83d"``); msgspec rejects both. On such a decode error the file takes a slow path:
+lone surrogate escapes are replaced by U+FFFD (Arrow cannot store them), then the stdlib
+``json`` parses it (accepting ``NaN``/``Infinity``) and ``msgspec.convert`` types it.
+
+This module holds no state besides a cache of one decoder per type.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgspec
+from helmproc.engine.errors import RunConversionError
+
+__all__ = [
+    "Completion",
+    "Instance",
+    "MetricName",
+    "PerInstanceStats",
+    "PerturbationDescription",
+    "Reference",
+    "Request",
+    "RequestResult",
+    "RequestState",
+    "RunSpec",
+    "Scenario",
+    "ScenarioState",
+    "Stat",
+    "Text",
+    "load_json",
+    "text_of",
+]
+
+T = TypeVar("T")
+
+# File names of the five helm-run files (all required for a complete run).
+RUN_SPEC_FILE = "run_spec.json"
+SCENARIO_FILE = "scenario.json"
+SCENARIO_STATE_FILE = "scenario_state.json"
+STATS_FILE = "stats.json"
+PER_INSTANCE_STATS_FILE = "per_instance_stats.json"
+
+
+class Text(msgspec.Struct):
+    """HELM ``Input`` / ``Output``: only the text (multimedia content is ignored)."""
+
+    text: str = ""
+
+
+def text_of(value: str | Text) -> str:
+    """The text of an input or reference output in either the old or the new shape."""
+    return value if isinstance(value, str) else value.text
+
+
+# --- run_spec.json, scenario.json -----------------------------------------------------------
+
+
+class ScenarioSpec(msgspec.Struct):
+    class_name: str
+    args: dict[str, Any] = {}
+
+
+class AdapterSpec(msgspec.Struct):
+    method: str | None = None
+    model: str | None = None
+    model_deployment: str | None = None
+    temperature: float | None = None
+    max_tokens: float | None = None
+    num_outputs: int | float | None = None
+    stop_sequences: list[str] | None = None
+
+
+class RunSpec(msgspec.Struct):
+    name: str
+    scenario_spec: ScenarioSpec
+    adapter_spec: AdapterSpec
+
+
+class Scenario(msgspec.Struct):
+    name: str | None = None
+
+
+# --- stats.json, per_instance_stats.json ----------------------------------------------------
+
+
+class PerturbationDescription(msgspec.Struct):
+    name: str
+    computed_on: str | None = None
+
+
+class MetricName(msgspec.Struct):
+    name: str
+    split: str | None = None
+    sub_split: str | None = None
+    perturbation: PerturbationDescription | None = None
+
+
+class Stat(msgspec.Struct):
+    """A HELM ``Stat``. ``mean``/``stddev`` are absent when ``count == 0``."""
+
+    name: MetricName
+    count: float = 0.0
+    sum: float | None = None
+    mean: float | None = None
+    stddev: float | None = None
+
+
+class PerInstanceStats(msgspec.Struct):
+    instance_id: str
+    stats: list[Stat]
+    train_trial_index: int = 0
+    perturbation: PerturbationDescription | None = None
+
+
+# --- scenario_state.json --------------------------------------------------------------------
+
+
+class Reference(msgspec.Struct):
+    output: str | Text
+    tags: list[str] = []
+
+
+class Instance(msgspec.Struct):
+    id: str
+    input: str | Text = ""
+    references: list[Reference] = []
+    split: str | None = None
+    perturbation: PerturbationDescription | None = None
+
+
+class Request(msgspec.Struct):
+    prompt: str = ""
+    model: str | None = None
+    model_deployment: str | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k_per_token: float | None = None
+    max_tokens: float | None = None
+    num_completions: int | float | None = None
+    stop_sequences: list[str] | None = None
+    echo_prompt: bool = False
+    presence_penalty: int | float | None = None
+    frequency_penalty: int | float | None = None
+
+
+class Thinking(msgspec.Struct):
+    text: str | None = None
+
+
+class Completion(msgspec.Struct):
+    """A HELM ``GeneratedOutput`` (``Sequence`` before v0.2). ``tokens`` is deliberately absent."""
+
+    text: str = ""
+    thinking: Thinking | None = None
+
+
+class RequestResult(msgspec.Struct):
+    success: bool = True
+    completions: list[Completion] = []
+    request_time: float | None = None
+    request_datetime: float | None = None
+    error: str | None = None
+
+
+class RequestState(msgspec.Struct):
+    instance: Instance
+    request: Request
+    train_trial_index: int = 0
+    reference_index: int | None = None
+    request_mode: str | None = None
+    output_mapping: dict[str, str] | None = None
+    result: RequestResult | None = None
+
+
+class ScenarioState(msgspec.Struct):
+    request_states: list[RequestState]
+
+
+# --- decoding -------------------------------------------------------------------------------
+
+
+_DECODERS: dict[Any, msgspec.json.Decoder[Any]] = {}
+
+
+def _decoder(type_: Any) -> msgspec.json.Decoder[Any]:
+    """One reusable decoder per target type (building one costs more than a small decode)."""
+    decoder = _DECODERS.get(type_)
+    if decoder is None:
+        decoder = _DECODERS[type_] = msgspec.json.Decoder(type_)
+    return decoder
+
+
+def load_json(path: Path, type_: type[T]) -> T:
+    """Decode the JSON file at ``path`` into ``type_``.
+
+    Raises :class:`RunConversionError` with ``file=path.name`` for a missing or unreadable file,
+    malformed JSON, or JSON whose shape does not fit ``type_``. Bare ``NaN``/``Infinity``
+    (old HELM stats) and lone surrogate escapes are accepted through a slower fallback.
+    """
+    name = path.name
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise RunConversionError(name, "missing") from None
+    except OSError as exc:
+        raise RunConversionError(name, f"unreadable: {exc.strerror or exc}") from None
+    try:
+        return _decoder(type_).decode(data)  # type: ignore[no-any-return]
+    except msgspec.ValidationError as exc:
+        raise RunConversionError(name, f"unexpected shape: {exc}") from None
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        first_error = exc
+    # Not strict JSON. Lone UTF-16 surrogate escapes become U+FFFD (Arrow cannot store them)
+    # and the stdlib parser accepts NaN / Infinity (old HELM stats files).
+    data = _replace_lone_surrogates(data)
+    try:
+        obj = json.loads(data)
+    except ValueError:
+        raise RunConversionError(name, f"malformed JSON: {first_error}") from None
+    try:
+        return msgspec.convert(obj, type_)
+    except msgspec.ValidationError as exc:
+        raise RunConversionError(name, f"unexpected shape: {exc}") from None
+
+
+_LONE_SURROGATE = re.compile(
+    rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+    rb"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+)
+
+
+def _replace_lone_surrogates(data: bytes) -> bytes:
+    """Replace ``\\uXXXX`` escapes of unpaired UTF-16 surrogates with ``\\ufffd``."""
+    return _LONE_SURROGATE.sub(rb"\\ufffd", data)

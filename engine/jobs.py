@@ -1,0 +1,97 @@
+"""Where a job lives on disk, and how a job is started or found again.
+
+Layout under the work root (default ``./.helmproc`` in the working directory):
+
+    .helmproc/latest                   journal key of the last job ``run`` started here
+    .helmproc/jobs/<key>/journal.sqlite
+    .helmproc/jobs/<key>/staging/      shards processed but not yet cleaned
+    .helmproc/jobs/<key>/scratch/      per-chunk downloads (removed after each chunk)
+
+The key hashes the job id (source + plan) together with the destination, so asking for the
+same job again finds the same journal and continues it, while the same source sent to another
+destination is a separate job. ``latest`` is replaced atomically; losing it only means
+``resume``/``status`` need ``--journal``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from helmproc.engine.errors import NoJobError
+
+DEFAULT_WORK_ROOT = Path(".helmproc")
+LATEST_FILE = "latest"
+JOURNAL_FILE = "journal.sqlite"
+
+
+@dataclass(frozen=True)
+class JobPaths:
+    work_dir: Path
+
+    @property
+    def journal(self) -> Path:
+        return self.work_dir / JOURNAL_FILE
+
+    @property
+    def staging(self) -> Path:
+        return self.work_dir / "staging"
+
+    @property
+    def scratch(self) -> Path:
+        return self.work_dir / "scratch"
+
+    @classmethod
+    def for_journal(cls, journal: Path) -> JobPaths:
+        return cls(journal.resolve().parent)
+
+
+def journal_key(job_id: str, destination: dict[str, Any]) -> str:
+    text = job_id + "|" + repr(sorted(destination.items()))
+    return f"{job_id}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+
+
+def job_paths(work_root: Path, key: str) -> JobPaths:
+    return JobPaths((work_root / "jobs" / key).resolve())
+
+
+def remember_latest(work_root: Path, key: str) -> None:
+    work_root.mkdir(parents=True, exist_ok=True)
+    temp = work_root / f"{LATEST_FILE}.tmp"
+    temp.write_text(key + "\n")
+    os.replace(temp, work_root / LATEST_FILE)
+
+
+def find_journal(work_root: Path, journal: Path | None) -> Path:
+    """The journal named by ``--journal``, else the one ``run`` last started in ``work_root``."""
+    if journal is not None:
+        if not journal.exists():
+            raise NoJobError(f"no journal at {journal}")
+        return journal
+    latest = work_root / LATEST_FILE
+    try:
+        key = latest.read_text().strip()
+    except FileNotFoundError:
+        raise NoJobError(
+            f"no helmproc job was started from this directory ({work_root.resolve()} is empty)"
+        ) from None
+    path = job_paths(work_root, key).journal
+    if not path.exists():
+        raise NoJobError(f"the last job's journal is missing: {path}")
+    return path
+
+
+def job_timestamp() -> str:
+    """Job-level timestamp (Unix seconds as text), fixed at plan time.
+
+    Honours ``SOURCE_DATE_EPOCH`` (the reproducible-builds convention) so two separate jobs
+    over the same input can produce byte-identical shards.
+    """
+    fixed = os.environ.get("SOURCE_DATE_EPOCH")
+    if fixed and fixed.strip().isdigit():
+        return fixed.strip()
+    return str(int(time.time()))

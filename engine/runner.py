@@ -1,0 +1,100 @@
+"""Library entry points: start (or continue) a job, and execute a journaled job.
+
+``start_job`` discovers and plans, then records the job in its journal in one transaction
+before any work: a crash before that commit leaves no job (start again), after it the plan is
+fixed and ``resume`` reuses it. Asking ``start_job`` for a job whose journal already exists
+continues that job instead of planning again. ``execute_job`` rebuilds the source and publisher
+from the journaled config, so ``resume`` needs nothing but the journal.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from helmproc.engine.errors import JournalError
+from helmproc.engine.jobs import (
+    JobPaths,
+    job_paths,
+    job_timestamp,
+    journal_key,
+    remember_latest,
+)
+from helmproc.engine.pipeline import Coordinator, ExecOptions
+from helmproc.engine.plan import job_id_for, plan_chunks
+from helmproc.engine.progress import Progress
+from helmproc.engine.publishers import Publisher, publisher_from_config
+from helmproc.engine.sources import Source
+from helmproc.journal.status import StatusReport
+from helmproc.journal.store import Journal
+
+DEFAULT_CHUNK_SIZE = 16
+
+
+@dataclass(frozen=True)
+class StartedJob:
+    journal: Journal
+    paths: JobPaths
+    continued: bool
+    n_runs: int
+    n_chunks: int
+
+
+def default_workers() -> int:
+    return max(1, os.cpu_count() or 1)
+
+
+def start_job(
+    source: Source,
+    publisher: Publisher,
+    *,
+    chunk_size: int,
+    work_root: Path,
+    journal_path: Path | None = None,
+) -> StartedJob:
+    plan = plan_chunks(source.discover(), chunk_size)
+    refs = [ref for chunk in plan for ref in chunk.runs]
+    job_id = job_id_for({"source": source.config, "chunk_size": chunk_size}, refs)
+    key = journal_key(job_id, publisher.config)
+    paths = JobPaths.for_journal(journal_path) if journal_path else job_paths(work_root, key)
+    paths.work_dir.mkdir(parents=True, exist_ok=True)
+    journal = Journal.open(paths.journal)
+    try:
+        existing = journal.job()
+        if existing is not None and existing.job_id != job_id:
+            raise JournalError(
+                f"{paths.journal} already holds job {existing.job_id}, a different job; "
+                "use `helmproc resume --journal` for it or pick another --journal"
+            )
+        if existing is None:
+            config = {
+                "source": source.config,
+                "destination": publisher.config,
+                "chunk_size": chunk_size,
+            }
+            journal.start_job(job_id, config, job_timestamp(), plan)
+        if journal_path is None:
+            remember_latest(work_root, key)
+    except BaseException:
+        journal.close()
+        raise
+    return StartedJob(journal, paths, existing is not None, len(refs), len(plan))
+
+
+def execute_job(
+    journal: Journal, options: ExecOptions, progress: Progress | None = None
+) -> StatusReport:
+    job = journal.job()
+    if job is None:
+        raise JournalError(f"{journal.path} holds no job")
+    publisher = publisher_from_config(job.config["destination"])
+    coordinator = Coordinator(
+        journal,
+        JobPaths.for_journal(journal.path),
+        job.config["source"],
+        publisher,
+        options,
+        progress,
+    )
+    return coordinator.execute()

@@ -1,0 +1,68 @@
+"""Run identity and per-run outcomes: the small picklable facts passed between stages.
+
+Nothing here touches disk; these values are what the journal records and what workers return,
+so they survive a crash only through the journal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, order=True)
+class RunRef:
+    """One HELM run as a source knows it.
+
+    Identity is (project, suite, run_name). ``location`` is where the source finds the run's
+    files (a path relative to the source root, or an object prefix); ``release`` is the release
+    the run was listed under, or None in suite / bare-folder mode.
+    """
+
+    project: str
+    suite: str
+    run_name: str
+    release: str | None
+    location: str
+
+    @property
+    def key(self) -> str:
+        """Stable text form of the identity, used in logs and failure lists."""
+        return f"{self.project}/{self.suite}/{self.run_name}"
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RunRef:
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """What converting one run produced: ``ok`` with counts, or ``failed`` with a reason."""
+
+    run: RunRef
+    ok: bool
+    n_instances: int
+    n_rows: int
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run": self.run.to_json(),
+            "ok": self.ok,
+            "n_instances": self.n_instances,
+            "n_rows": self.n_rows,
+            "error": self.error,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RunOutcome:
+        return cls(
+            run=RunRef.from_json(data["run"]),
+            ok=data["ok"],
+            n_instances=data["n_instances"],
+            n_rows=data["n_rows"],
+            error=data.get("error"),
+        )

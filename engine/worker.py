@@ -1,0 +1,118 @@
+"""The pool function: convert one chunk of runs into its shard files.
+
+``w_process_chunk`` runs in a worker process. It takes a small picklable ``ChunkSpec`` and
+returns a small ``ChunkResult`` (paths, counts, hashes, per-run outcomes); the rows themselves
+go to shard files in the staging folder, never back through the pipe. It never touches the
+journal. If the worker dies mid-chunk, the only trace is ``*.tmp-*`` files (swept on resume)
+or complete shards the journal does not know about (rewritten identically on resume).
+
+A run that cannot be converted becomes a ``failed`` outcome with its reason; its chunk still
+completes. Errors of the machine (disk full, out of memory) fail the whole chunk instead, so
+the coordinator can retry it.
+"""
+
+from __future__ import annotations
+
+import resource
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from helmproc.engine.convert import convert_run
+from helmproc.engine.errors import RunConversionError
+from helmproc.engine.plan import shard_path
+from helmproc.engine.runs import RunOutcome, RunRef
+from helmproc.engine.shards import ShardWriter
+from helmproc.engine.sources import source_from_config
+from helmproc.engine.tables import (
+    EVALUATIONS_SCHEMA,
+    INSTANCES_SCHEMA,
+    RUNS_SCHEMA,
+    RunRow,
+    runs_table,
+)
+from helmproc.journal.store import ShardFact
+
+# Exceptions raised by converter code on input it did not foresee: the run fails, the chunk
+# goes on. Anything else (OSError, MemoryError, ...) is the machine's fault and fails the chunk.
+RUN_LEVEL_ERRORS = (KeyError, ValueError, TypeError, IndexError, AttributeError, UnicodeError)
+
+
+@dataclass(frozen=True)
+class ChunkSpec:
+    job_id: str
+    chunk_id: int
+    runs: tuple[RunRef, ...]
+    source_config: dict[str, Any]
+    staging_root: str
+    scratch_root: str
+    job_timestamp: str
+
+
+@dataclass(frozen=True)
+class ChunkResult:
+    chunk_id: int
+    shards: tuple[ShardFact, ...]
+    outcomes: tuple[RunOutcome, ...]
+    peak_rss_bytes: int
+
+
+def describe_failure(exc: BaseException) -> str:
+    if isinstance(exc, RunConversionError):
+        return str(exc)
+    return f"unexpected {type(exc).__name__} while converting: {exc}"
+
+
+def w_process_chunk(spec: ChunkSpec) -> ChunkResult:
+    source = source_from_config(spec.source_config)
+    staging = Path(spec.staging_root)
+    scratch = Path(spec.scratch_root) / f"chunk-{spec.chunk_id:06d}"
+    schemas = {
+        "instances": INSTANCES_SCHEMA,
+        "evaluations": EVALUATIONS_SCHEMA,
+        "runs": RUNS_SCHEMA,
+    }
+    writers = {
+        table: ShardWriter(staging, shard_path(table, spec.job_id, spec.chunk_id), table, schema)
+        for table, schema in schemas.items()
+    }
+    outcomes: list[RunOutcome] = []
+    run_rows: list[RunRow] = []
+    try:
+        for ref in spec.runs:
+            try:
+                run_dir = source.fetch(ref, scratch)
+                converted = convert_run(run_dir, ref, spec.job_timestamp)
+            except (RunConversionError, *RUN_LEVEL_ERRORS) as exc:
+                reason = describe_failure(exc)
+                outcomes.append(RunOutcome(ref, ok=False, n_instances=0, n_rows=0, error=reason))
+                run_rows.append(RunRow(ref, None, None, None, 0, 0, "failed", reason))
+                continue
+            writers["instances"].write(converted.instances)
+            writers["evaluations"].write(converted.evaluations)
+            outcomes.append(
+                RunOutcome(ref, ok=True, n_instances=converted.n_instances, n_rows=converted.n_rows)
+            )
+            run_rows.append(
+                RunRow(
+                    ref,
+                    converted.model,
+                    converted.scenario,
+                    converted.method,
+                    converted.n_instances,
+                    converted.n_rows,
+                    "ok",
+                    None,
+                )
+            )
+        writers["runs"].write(runs_table(run_rows))
+        shards = tuple(writer.close() for writer in writers.values())
+    except BaseException:
+        for writer in writers.values():
+            writer.abort()
+        raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return ChunkResult(spec.chunk_id, shards, tuple(outcomes), peak_kib * 1024)

@@ -1,0 +1,164 @@
+"""The status report of a job, computed from the journal alone.
+
+How it works: ``build_report`` folds the job row, the plan and every chunk's current status
+into one frozen ``StatusReport``; ``to_json`` is what ``helmproc status --json`` prints and
+``render_text`` prints the same record as a short table. Nothing here writes.
+
+Across a crash: the report is derived, never stored, so it is exactly as current as the last
+committed journal event; a chunk whose work was interrupted before its event was journaled
+shows its previous state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from helmproc.journal.store import ChunkPlan, ChunkState, ChunkStatus, JobRecord
+
+MAX_FAILURES_SHOWN = 10
+
+
+@dataclass(frozen=True)
+class RunFailure:
+    """A run whose latest outcome is failed; ``run`` is its key project/suite/run_name."""
+
+    run: str
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"run": self.run, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class ChunkFailure:
+    """A chunk currently in state ``failed`` as a whole (not one bad run)."""
+
+    chunk_id: int
+    attempts: int
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"chunk_id": self.chunk_id, "attempts": self.attempts, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    """Where a job stands. Counts of runs, rows, shards and bytes come from each chunk's
+    latest ``processed`` event; runs of chunks never processed are in neither ``runs``
+    count (``n_runs`` minus both is the number still pending)."""
+
+    job_id: str | None
+    done: bool
+    n_chunks: int
+    n_runs: int
+    chunks: Mapping[str, int]
+    runs: Mapping[str, int]
+    rows: int
+    shards: int
+    bytes: int
+    failures: tuple[RunFailure, ...]
+    chunk_failures: tuple[ChunkFailure, ...]
+    started_at: str | None
+    updated_at: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "job_id": self.job_id,
+            "done": self.done,
+            "n_chunks": self.n_chunks,
+            "n_runs": self.n_runs,
+            "chunks": dict(self.chunks),
+            "runs": dict(self.runs),
+            "rows": self.rows,
+            "shards": self.shards,
+            "bytes": self.bytes,
+            "failures": [f.to_json() for f in self.failures],
+            "chunk_failures": [f.to_json() for f in self.chunk_failures],
+            "started_at": self.started_at,
+            "updated_at": self.updated_at,
+        }
+
+
+def build_report(
+    *,
+    job: JobRecord | None,
+    plan: Sequence[ChunkPlan],
+    statuses: Mapping[int, ChunkStatus],
+    updated_at: str | None,
+) -> StatusReport:
+    """Fold a journal's job, plan and chunk statuses into a report."""
+    chunk_counts = {state.value: 0 for state in ChunkState}
+    n_ok = n_failed = rows = n_shards = n_bytes = 0
+    failures: list[RunFailure] = []
+    chunk_failures: list[ChunkFailure] = []
+    for chunk_id in sorted(statuses):
+        status = statuses[chunk_id]
+        chunk_counts[status.state.value] += 1
+        if status.state is ChunkState.FAILED:
+            chunk_failures.append(ChunkFailure(chunk_id, status.attempts, status.error or ""))
+        n_shards += len(status.shards)
+        n_bytes += sum(shard.n_bytes for shard in status.shards)
+        for outcome in status.outcomes:
+            if outcome.ok:
+                n_ok += 1
+                rows += outcome.n_rows
+            else:
+                n_failed += 1
+                failures.append(RunFailure(outcome.run.key, outcome.error or "unknown error"))
+    n_runs = sum(len(chunk.runs) for chunk in plan)
+    return StatusReport(
+        job_id=job.job_id if job else None,
+        done=job is not None and all(s.state is ChunkState.CLEANED for s in statuses.values()),
+        n_chunks=len(plan),
+        n_runs=n_runs,
+        chunks=chunk_counts,
+        runs={"ok": n_ok, "failed": n_failed},
+        rows=rows,
+        shards=n_shards,
+        bytes=n_bytes,
+        failures=tuple(failures),
+        chunk_failures=tuple(chunk_failures),
+        started_at=job.started_at if job else None,
+        updated_at=updated_at,
+    )
+
+
+def _human_bytes(n_bytes: int) -> str:
+    size = float(n_bytes)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if size < 1000 or unit == "TB":
+            return f"{n_bytes} B" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    raise AssertionError("unreachable")
+
+
+def render_text(report: StatusReport) -> str:
+    """A short human table of the report (the non-JSON ``helmproc status``)."""
+    if report.job_id is None:
+        return "no job recorded in this journal yet\n"
+    chunk_parts = ", ".join(f"{n} {state}" for state, n in report.chunks.items())
+    runs = report.runs
+    n_pending = max(report.n_runs - runs["ok"] - runs["failed"], 0)
+    lines = [
+        f"job      {report.job_id}  ({'done' if report.done else 'not done'})",
+        f"time     started {report.started_at}, last event {report.updated_at or '-'}",
+        f"chunks   {report.n_chunks}: {chunk_parts}",
+        f"runs     {report.n_runs}: {runs['ok']} ok, {runs['failed']} failed, {n_pending} pending",
+        f"output   {report.rows:,} rows in {report.shards} shards, {_human_bytes(report.bytes)}",
+    ]
+    if report.failures:
+        lines.append(f"failed runs ({len(report.failures)}):")
+        lines += [f"  {f.run}: {f.reason}" for f in report.failures[:MAX_FAILURES_SHOWN]]
+    if report.chunk_failures:
+        lines.append(f"failed chunks ({len(report.chunk_failures)}):")
+        lines += [
+            f"  chunk {f.chunk_id} after {f.attempts} attempt(s): {f.reason}"
+            for f in report.chunk_failures[:MAX_FAILURES_SHOWN]
+        ]
+    if len(report.failures) > MAX_FAILURES_SHOWN or (
+        len(report.chunk_failures) > MAX_FAILURES_SHOWN
+    ):
+        lines.append(f"  (first {MAX_FAILURES_SHOWN} shown; 'helmproc status --json' lists all)")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,553 @@
+"""The checkpoint journal: one SQLite file recording a job's plan and every chunk transition.
+
+How it works: ``start_job`` writes the job row, the deterministic plan (every chunk with its
+runs) and a ``planned`` event per chunk in one transaction. After that, each ``record_*``
+call checks the chunk's current state against ``LEGAL_TRANSITIONS`` and appends one event in
+its own ``BEGIN IMMEDIATE`` transaction. Nothing is ever updated or deleted (triggers in the
+schema abort UPDATE and DELETE), so a chunk's state is the fold of its events in ``seq``
+order, and the event log is the audit trail.
+
+Across a crash: the file is in WAL mode with ``synchronous=FULL``, so when a ``record_*``
+call returns its event is on disk; an event whose transaction had not committed when the
+process died (even ``kill -9``) is simply absent, and the chunk is still in its previous
+state. The caller journals a fact only after the fact is durable (shard fsynced and renamed,
+remote commit confirmed), so every gap between two events is repairable on resume.
+
+Only the coordinator writes: a writable open takes the coordinator lock (``locking``);
+``readonly=True`` opens with ``mode=ro`` and no lock, for ``helmproc status`` while a
+coordinator runs.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from helmproc.engine.errors import IllegalTransitionError, JournalError, NoJobError
+from helmproc.engine.runs import RunOutcome, RunRef
+from helmproc.journal import migrations
+from helmproc.journal.locking import CoordinatorLock
+
+if TYPE_CHECKING:
+    from helmproc.journal.status import StatusReport
+
+BUSY_TIMEOUT_MS = 10_000
+
+
+class ChunkState(enum.StrEnum):
+    PLANNED = "planned"
+    PROCESSED = "processed"
+    UPLOADED = "uploaded"
+    CLEANED = "cleaned"
+    FAILED = "failed"
+
+
+# From-state -> states a chunk may move to. ``planned`` is written only by ``start_job``.
+LEGAL_TRANSITIONS: dict[ChunkState, frozenset[ChunkState]] = {
+    ChunkState.PLANNED: frozenset({ChunkState.PROCESSED, ChunkState.FAILED}),
+    ChunkState.FAILED: frozenset({ChunkState.PROCESSED, ChunkState.FAILED}),
+    # processed -> processed: a shard rebuilt on resume after it was found missing or changed.
+    ChunkState.PROCESSED: frozenset({ChunkState.PROCESSED, ChunkState.UPLOADED, ChunkState.FAILED}),
+    # uploaded -> uploaded: a commit re-confirmed against the remote on resume.
+    ChunkState.UPLOADED: frozenset({ChunkState.UPLOADED, ChunkState.CLEANED}),
+    ChunkState.CLEANED: frozenset(),
+}
+
+
+@dataclass(frozen=True)
+class ShardFact:
+    """One durable shard file. ``path`` is relative to the dataset root (POSIX separators)."""
+
+    table: str
+    path: str
+    n_rows: int
+    n_bytes: int
+    sha256: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "table": self.table,
+            "path": self.path,
+            "n_rows": self.n_rows,
+            "n_bytes": self.n_bytes,
+            "sha256": self.sha256,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ShardFact:
+        return cls(
+            table=data["table"],
+            path=data["path"],
+            n_rows=data["n_rows"],
+            n_bytes=data["n_bytes"],
+            sha256=data["sha256"],
+        )
+
+
+@dataclass(frozen=True)
+class ChunkPlan:
+    """One planned chunk: its id and its runs in processing order."""
+
+    chunk_id: int
+    runs: tuple[RunRef, ...]
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """The job a journal belongs to. ``job_timestamp`` is fixed at plan time (determinism)."""
+
+    job_id: str
+    config: dict[str, Any]
+    job_timestamp: str
+    started_at: str
+
+
+@dataclass(frozen=True)
+class ChunkStatus:
+    """A chunk's current state, folded from its events.
+
+    ``attempts`` counts the chunk's ``processed`` and ``failed`` events: every time the chunk
+    was worked on and the outcome journaled, including a shard rebuilt on resume.
+    ``shards`` and ``outcomes`` come from the latest ``processed`` event (kept when the chunk
+    later fails), ``commit_id`` from the latest ``uploaded`` event. ``error`` is the reason of
+    the latest ``failed`` event while the chunk is ``failed``, else None. ``updated_at`` is the
+    time of the chunk's latest event.
+    """
+
+    chunk_id: int
+    state: ChunkState
+    attempts: int
+    shards: tuple[ShardFact, ...]
+    outcomes: tuple[RunOutcome, ...]
+    commit_id: str | None
+    error: str | None
+    updated_at: str
+
+
+@dataclass
+class _Fold:
+    """Mutable accumulator for one chunk while folding its events."""
+
+    chunk_id: int
+    state: ChunkState = ChunkState.PLANNED
+    attempts: int = 0
+    shards: tuple[ShardFact, ...] = ()
+    outcomes: tuple[RunOutcome, ...] = ()
+    commit_id: str | None = None
+    error: str | None = None
+    updated_at: str = ""
+
+    def apply(self, state: ChunkState, at: str, payload: dict[str, Any]) -> None:
+        self.state = state
+        self.updated_at = at
+        self.error = None
+        if state is ChunkState.PROCESSED:
+            self.attempts += 1
+            self.shards = tuple(ShardFact.from_json(s) for s in payload.get("shards", ()))
+            self.outcomes = tuple(RunOutcome.from_json(o) for o in payload.get("outcomes", ()))
+        elif state is ChunkState.FAILED:
+            self.attempts += 1
+            self.error = payload.get("error") or "unknown error (none recorded)"
+        elif state is ChunkState.UPLOADED:
+            self.commit_id = payload.get("commit_id")
+
+    def freeze(self) -> ChunkStatus:
+        return ChunkStatus(
+            chunk_id=self.chunk_id,
+            state=self.state,
+            attempts=self.attempts,
+            shards=self.shards,
+            outcomes=self.outcomes,
+            commit_id=self.commit_id,
+            error=self.error,
+            updated_at=self.updated_at,
+        )
+
+
+def utc_now() -> str:
+    """Wall-clock UTC time as ISO-8601 (journal bookkeeping only; never inside shard rows)."""
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Journal:
+    """The SQLite checkpoint journal of one job. Open with ``Journal.open``."""
+
+    def __init__(
+        self,
+        path: Path,
+        conn: sqlite3.Connection,
+        *,
+        readonly: bool,
+        lock: CoordinatorLock | None,
+    ) -> None:
+        self.path = path
+        self.readonly = readonly
+        self._conn: sqlite3.Connection | None = conn
+        self._lock = lock
+        self._mutex = threading.RLock()
+
+    # -- opening and closing ------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: Path, *, readonly: bool = False) -> Journal:
+        """Open (creating unless ``readonly``) the journal at ``path``.
+
+        A writable open takes the coordinator lock, sets WAL and ``synchronous=FULL`` and
+        applies pending migrations. A readonly open takes no lock and never writes; it raises
+        ``NoJobError`` if the file is missing and ``JournalError`` if its schema is not this
+        build's.
+        """
+        path = Path(path)
+        if readonly:
+            return cls._open_readonly(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = CoordinatorLock.acquire(path)
+        try:
+            created = not path.exists()
+            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            try:
+                cls._configure(conn, path)
+                migrations.apply_pending(conn, path)
+            except BaseException:
+                conn.close()
+                raise
+            if created:
+                _fsync_dir(path.parent)
+        except sqlite3.Error as exc:
+            lock.release()
+            raise JournalError(f"cannot open journal {path}: {exc}") from exc
+        except BaseException:
+            lock.release()
+            raise
+        return cls(path, conn, readonly=False, lock=lock)
+
+    @classmethod
+    def _open_readonly(cls, path: Path) -> Journal:
+        if not path.is_file():
+            raise NoJobError(
+                f"no journal at {path}: start a job with 'helmproc run' or pass the right path"
+            )
+        uri = path.resolve().as_uri() + "?mode=ro"
+        try:
+            conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise JournalError(f"cannot open journal {path} readonly: {exc}") from exc
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            version = migrations.check_compatible(conn, path)
+        except sqlite3.Error as exc:
+            conn.close()
+            raise JournalError(f"cannot read journal {path}: {exc}") from exc
+        except BaseException:
+            conn.close()
+            raise
+        if version < migrations.LATEST_VERSION:
+            conn.close()
+            raise JournalError(
+                f"journal {path} has schema version {version}, older than this helmproc's "
+                f"{migrations.LATEST_VERSION}; open it once with 'helmproc resume' to upgrade it"
+            )
+        return cls(path, conn, readonly=True, lock=None)
+
+    @staticmethod
+    def _configure(conn: sqlite3.Connection, path: Path) -> None:
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+        if str(mode).lower() != "wal":
+            raise JournalError(f"journal {path}: SQLite refused WAL mode (got {mode!r})")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA foreign_keys = ON")
+
+    def close(self) -> None:
+        """Close the database and release the coordinator lock (idempotent)."""
+        with self._mutex:
+            conn, self._conn = self._conn, None
+            try:
+                if conn is not None:
+                    conn.close()
+            finally:
+                if self._lock is not None:
+                    self._lock.release()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- plumbing -----------------------------------------------------------------------
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise JournalError(f"journal {self.path} is closed")
+        return self._conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One ``BEGIN IMMEDIATE`` ... ``COMMIT`` transaction; rolled back on any error.
+
+        SQLite's own errors (disk full, I/O error, a constraint) become ``JournalError``
+        naming the journal; nothing of the transaction is kept.
+        """
+        if self.readonly:
+            raise JournalError(
+                f"journal {self.path} is open readonly; only the coordinator records changes"
+            )
+        with self._mutex:
+            conn = self._db
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise JournalError(f"journal {self.path}: write failed: {exc}") from exc
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[None]:
+        """A read transaction: the reads inside see one commit of the journal (WAL snapshot)."""
+        with self._mutex:
+            conn = self._db
+            conn.execute("BEGIN DEFERRED")
+            try:
+                yield
+            finally:
+                conn.execute("COMMIT")
+
+    # -- the job and its plan -----------------------------------------------------------
+
+    def start_job(
+        self, job_id: str, config: dict[str, Any], job_timestamp: str, plan: Sequence[ChunkPlan]
+    ) -> None:
+        """Record the job, its whole plan and a ``planned`` event per chunk, atomically."""
+        try:
+            config_json = _dumps(config)
+        except (TypeError, ValueError) as exc:
+            raise JournalError(f"job {job_id}: config is not JSON-serialisable: {exc}") from exc
+        _check_plan(plan)
+        now = utc_now()
+        with self._write() as conn:
+            existing = conn.execute("SELECT job_id FROM job").fetchone()
+            if existing is not None:
+                raise JournalError(
+                    f"journal {self.path} already holds job {existing[0]!r}; "
+                    f"continue it with 'helmproc resume' or use a new journal for job {job_id!r}"
+                )
+            conn.execute(
+                "INSERT INTO job (id, job_id, config, job_timestamp, started_at) "
+                "VALUES (1, ?, ?, ?, ?)",
+                (job_id, config_json, job_timestamp, now),
+            )
+            for chunk in plan:
+                runs_json = _dumps([run.to_json() for run in chunk.runs])
+                conn.execute(
+                    "INSERT INTO chunks (chunk_id, runs) VALUES (?, ?)",
+                    (chunk.chunk_id, runs_json),
+                )
+                conn.execute(
+                    "INSERT INTO events (chunk_id, state, at, payload) VALUES (?, ?, ?, '{}')",
+                    (chunk.chunk_id, ChunkState.PLANNED.value, now),
+                )
+
+    def job(self) -> JobRecord | None:
+        """The job this journal belongs to, or None before ``start_job``."""
+        with self._mutex:
+            row = self._db.execute(
+                "SELECT job_id, config, job_timestamp, started_at FROM job"
+            ).fetchone()
+        if row is None:
+            return None
+        return JobRecord(
+            job_id=row[0], config=json.loads(row[1]), job_timestamp=row[2], started_at=row[3]
+        )
+
+    def plan(self) -> list[ChunkPlan]:
+        """Every planned chunk in chunk_id order, runs in their recorded order."""
+        with self._mutex:
+            rows = self._db.execute(
+                "SELECT chunk_id, runs FROM chunks ORDER BY chunk_id"
+            ).fetchall()
+        return [
+            ChunkPlan(chunk_id=cid, runs=tuple(RunRef.from_json(r) for r in json.loads(runs)))
+            for cid, runs in rows
+        ]
+
+    # -- transitions --------------------------------------------------------------------
+
+    def record_processed(
+        self, chunk_id: int, shards: Sequence[ShardFact], outcomes: Sequence[RunOutcome]
+    ) -> None:
+        """The chunk's shards are durable on local disk; ``outcomes`` has one entry per run."""
+        for shard in shards:
+            _check_shard_path(chunk_id, shard)
+        payload = {
+            "shards": [s.to_json() for s in shards],
+            "outcomes": [o.to_json() for o in outcomes],
+        }
+        with self._write() as conn:
+            planned = self._planned_run_keys(conn, chunk_id)
+            strangers = sorted({o.run.key for o in outcomes} - planned)
+            if strangers:
+                raise JournalError(
+                    f"chunk {chunk_id}: outcomes for runs not planned in this chunk: "
+                    + ", ".join(strangers)
+                )
+            self._append(conn, chunk_id, ChunkState.PROCESSED, payload)
+
+    def record_uploaded(self, chunk_id: int, commit_id: str) -> None:
+        """The chunk's shards are confirmed in the destination at ``commit_id``."""
+        with self._write() as conn:
+            self._append(conn, chunk_id, ChunkState.UPLOADED, {"commit_id": commit_id})
+
+    def record_cleaned(self, chunk_id: int) -> None:
+        """The chunk's local shard files are deleted."""
+        with self._write() as conn:
+            self._append(conn, chunk_id, ChunkState.CLEANED, {})
+
+    def record_failed(self, chunk_id: int, error: str) -> None:
+        """Working on the chunk failed as a whole (not a single run) with ``error``."""
+        with self._write() as conn:
+            self._append(conn, chunk_id, ChunkState.FAILED, {"error": error})
+
+    def _planned_run_keys(self, conn: sqlite3.Connection, chunk_id: int) -> set[str]:
+        row = conn.execute("SELECT runs FROM chunks WHERE chunk_id = ?", (chunk_id,)).fetchone()
+        if row is None:
+            raise JournalError(f"chunk {chunk_id} is not in the plan of journal {self.path}")
+        return {RunRef.from_json(r).key for r in json.loads(row[0])}
+
+    def _append(
+        self, conn: sqlite3.Connection, chunk_id: int, to_state: ChunkState, payload: dict
+    ) -> None:
+        row = conn.execute(
+            "SELECT state FROM events WHERE chunk_id = ? ORDER BY seq DESC LIMIT 1", (chunk_id,)
+        ).fetchone()
+        if row is None:  # start_job writes a planned event with every chunk
+            raise JournalError(f"chunk {chunk_id} is not in the plan of journal {self.path}")
+        from_state = ChunkState(row[0])
+        if to_state not in LEGAL_TRANSITIONS[from_state]:
+            allowed = ", ".join(sorted(LEGAL_TRANSITIONS[from_state])) or "nothing (final)"
+            raise IllegalTransitionError(
+                f"chunk {chunk_id}: illegal transition {from_state} -> {to_state} "
+                f"(from {from_state} a chunk may go to: {allowed})"
+            )
+        conn.execute(
+            "INSERT INTO events (chunk_id, state, at, payload) VALUES (?, ?, ?, ?)",
+            (chunk_id, to_state.value, utc_now(), _dumps(payload)),
+        )
+
+    # -- reading state ------------------------------------------------------------------
+
+    def chunk_status(self, chunk_id: int) -> ChunkStatus:
+        """The current state of one chunk; ``JournalError`` if it is not planned."""
+        with self._mutex:
+            rows = self._db.execute(
+                "SELECT state, at, payload FROM events WHERE chunk_id = ? ORDER BY seq",
+                (chunk_id,),
+            ).fetchall()
+        if not rows:
+            raise JournalError(f"chunk {chunk_id} is not in the plan of journal {self.path}")
+        fold = _Fold(chunk_id)
+        for state, at, payload in rows:
+            fold.apply(ChunkState(state), at, json.loads(payload))
+        return fold.freeze()
+
+    def chunk_statuses(self) -> dict[int, ChunkStatus]:
+        """The current state of every chunk, by chunk_id (ascending)."""
+        with self._mutex:
+            rows = self._db.execute(
+                "SELECT chunk_id, state, at, payload FROM events ORDER BY seq"
+            ).fetchall()
+        folds: dict[int, _Fold] = {}
+        for chunk_id, state, at, payload in rows:
+            fold = folds.setdefault(chunk_id, _Fold(chunk_id))
+            fold.apply(ChunkState(state), at, json.loads(payload))
+        return {cid: folds[cid].freeze() for cid in sorted(folds)}
+
+    def events(self) -> list[dict[str, Any]]:
+        """The raw event log in ``seq`` order: seq, chunk_id, state, at, payload (decoded)."""
+        with self._mutex:
+            rows = self._db.execute(
+                "SELECT seq, chunk_id, state, at, payload FROM events ORDER BY seq"
+            ).fetchall()
+        return [
+            {"seq": s, "chunk_id": c, "state": st, "at": at, "payload": json.loads(p)}
+            for s, c, st, at, p in rows
+        ]
+
+    def last_event_at(self) -> str | None:
+        """Time of the most recent event, or None if there are none."""
+        with self._mutex:
+            row = self._db.execute("SELECT at FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+        return None if row is None else str(row[0])
+
+    def status(self) -> StatusReport:
+        """The status report, computed from the journal alone."""
+        from helmproc.journal.status import build_report
+
+        with self._snapshot():
+            return build_report(
+                job=self.job(),
+                plan=self.plan(),
+                statuses=self.chunk_statuses(),
+                updated_at=self.last_event_at(),
+            )
+
+
+def _check_plan(plan: Sequence[ChunkPlan]) -> None:
+    """Refuse a plan with bad or repeated chunk ids, or a run planned twice (it would run twice)."""
+    seen_chunks: set[int] = set()
+    seen_runs: dict[str, int] = {}
+    for chunk in plan:
+        if not isinstance(chunk.chunk_id, int) or chunk.chunk_id < 0:
+            raise JournalError(f"plan has chunk id {chunk.chunk_id!r}; ids are integers >= 0")
+        if chunk.chunk_id in seen_chunks:
+            raise JournalError(f"plan lists chunk {chunk.chunk_id} twice")
+        seen_chunks.add(chunk.chunk_id)
+        for run in chunk.runs:
+            if run.key in seen_runs:
+                raise JournalError(
+                    f"plan lists run {run.key} in chunk {seen_runs[run.key]} "
+                    f"and chunk {chunk.chunk_id}"
+                )
+            seen_runs[run.key] = chunk.chunk_id
+
+
+def _check_shard_path(chunk_id: int, shard: ShardFact) -> None:
+    path = PurePosixPath(shard.path)
+    if not shard.path or path.is_absolute() or ".." in path.parts or "\\" in shard.path:
+        raise JournalError(
+            f"chunk {chunk_id}: shard path {shard.path!r} must be relative to the dataset "
+            f"root, with '/' separators (e.g. 'instances/part-00000-c0003.parquet')"
+        )

@@ -1,0 +1,60 @@
+"""Shared test helpers: run a job in-process, fingerprint a dataset folder, grow a corpus."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+from helmproc.engine.pipeline import ExecOptions
+from helmproc.engine.publishers import DirPublisher
+from helmproc.engine.runner import StartedJob, execute_job, start_job
+from helmproc.engine.sources import DirSource
+from helmproc.journal.status import StatusReport
+
+FIXTURE = Path(__file__).parent / "data" / "benchmark_output"
+FIXED_EPOCH = "1790000000"
+
+
+def folder_digest(root: Path) -> dict[str, str]:
+    """Relative path -> sha256 of every file under ``root``."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def start(source_root: Path, dest: Path, work_root: Path, chunk_size: int = 3, **kw) -> StartedJob:
+    return start_job(
+        DirSource(source_root, **kw),
+        DirPublisher(dest),
+        chunk_size=chunk_size,
+        work_root=work_root,
+    )
+
+
+def run_to_end(
+    source_root: Path, dest: Path, work_root: Path, chunk_size: int = 3, workers: int = 2, **kw
+) -> StatusReport:
+    started = start(source_root, dest, work_root, chunk_size, **kw)
+    with started.journal as journal:
+        return execute_job(journal, ExecOptions(max_workers=workers))
+
+
+def grow_corpus(dest: Path, copies: int) -> list[str]:
+    """A bare folder of ``copies`` x the v1.1.0 runs, each copy a distinct run name."""
+    dest.mkdir(parents=True, exist_ok=True)
+    names = []
+    runs = sorted(p for p in (FIXTURE / "runs" / "v1.1.0").iterdir() if p.is_dir())
+    for i in range(copies):
+        for run in runs:
+            target = dest / f"{run.name.replace(':', '-')}-copy{i}"
+            shutil.copytree(run, target)
+            spec_path = target / "run_spec.json"
+            spec = json.loads(spec_path.read_text())
+            spec["name"] = f"{spec['name']},copy={i}"
+            spec_path.write_text(json.dumps(spec, indent=2))
+            names.append(spec["name"])
+    return sorted(names)
