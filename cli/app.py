@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from helmproc.cli.errors import EXIT_ERROR, EXIT_INTERRUPTED, describe
+from helmproc.cli.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, describe
 from helmproc.engine.jobs import DEFAULT_WORK_ROOT, find_journal
 from helmproc.engine.pipeline import ExecOptions
 from helmproc.engine.progress import progress_for
@@ -159,12 +159,12 @@ def main() -> None:
     except typer.Abort:
         say("helmproc: interrupted; `helmproc resume` continues where this stopped")
         sys.exit(EXIT_INTERRUPTED)
-    except Exception as exc:  # noqa: BLE001 - the error table decides what is ours
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
+    except typer.TyperException as exc:  # usage errors: click's own message, exit 2
+        show = getattr(exc, "show", None)
+        if show is not None:
+            show()
+        sys.exit(getattr(exc, "exit_code", EXIT_USAGE))
+    except Exception as exc:
         described = describe(exc)
         if described is None:
             raise
