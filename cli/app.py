@@ -46,6 +46,7 @@ WorkersOpt = Annotated[
     typer.Option("--max-workers", min=1, help="Worker processes (default: CPU count)."),
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the final status as JSON.")]
 
 
 def say(text: str) -> None:
@@ -92,7 +93,7 @@ def run(
         int, typer.Option("--chunk-size", min=1, help="Runs per chunk.")
     ] = DEFAULT_CHUNK_SIZE,
     max_workers: WorkersOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the final status as JSON.")] = False,
+    as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Convert HELM runs into a Parquet dataset, journaling progress so it can resume."""
@@ -121,7 +122,7 @@ def run(
 def resume(
     journal: JournalOpt = None,
     max_workers: WorkersOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the final status as JSON.")] = False,
+    as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Finish the job recorded in the journal, with its recorded configuration."""

@@ -36,7 +36,9 @@ class ErrorRow:
 
 
 ERROR_TABLE: tuple[ErrorRow, ...] = (
-    ErrorRow(JournalLockedError, "journal in use", "wait for the other helmproc to finish, or stop it"),
+    ErrorRow(
+        JournalLockedError, "journal in use", "wait for the other helmproc to finish, or stop it"
+    ),
     ErrorRow(NoJobError, "no job found", "start one with `helmproc run`, or pass --journal PATH"),
     ErrorRow(
         IllegalTransitionError,

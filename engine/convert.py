@@ -9,6 +9,10 @@ fails before its large ``scenario_state.json`` is read. Then:
   ``sum / count`` with ``count > 0``; non-finite values are unusable). Entries that share an
   ``evaluation_result_id`` (it ignores ``sub_split`` and ``perturbation.computed_on``) are
   deduplicated: the first in file order wins. Rows are sorted by ``evaluation_result_id``.
+  ``num_samples`` is the number of distinct instances with rows under that id (else under the
+  unperturbed id, else stats.json ``num_instances`` for the split, else ``samples_number``,
+  the distinct instance ids of scenario_state.json); ``generation_config`` comes from
+  request_states[0] (else the adapter spec), as in eee-mapping.md.
 - **instances**: request states are indexed by (instance id, perturbation name, train trial
   index) in one pass; each ``per_instance_stats.json`` entry is joined to its request state by
   that key (a dict lookup). For ``multiple_choice_separate_*`` runs (request states carry a
@@ -17,14 +21,23 @@ fails before its large ``scenario_state.json`` is read. Then:
   Each usable core stat of the entry gives one row (first wins if two share an id), with the
   stat's own score, so perturbed copies and extra train trials keep their own scores.
   Rows are sorted by (sample_id, perturbation name with unperturbed first, train trial,
-  evaluation_result_id), which is also the row key.
+  evaluation_result_id), which is also the row key. ``n_instances`` counts the distinct
+  (instance id, perturbation name) pairs of per_instance_stats.json.
+- Row fields follow ``docs/eee-mapping.md``: input.raw is the request prompt, output.raw the
+  completions, token_usage the entry's stat sums (``num_prompt_tokens``,
+  ``num_output_tokens``; total = prompt + ``num_completion_tokens``; reasoning = completion -
+  output when positive and the request did not echo its prompt), generation_time_ms the
+  request time. ``error`` is HELM's ``result.error`` when the request failed, else null.
 - Columns are built as Python lists per column, once per (instance, perturbation, trial)
   entry, converted with ``pa.array`` / ``StructArray.from_arrays``, and repeated per metric
   row with one ``take``.
 
 Everything is a pure function of the run's files and ``job_timestamp`` (no wall clock, no
-dict-order dependence beyond HELM's own file order), so converting twice gives equal tables.
-Any problem with the input raises :class:`RunConversionError` naming the file at fault.
+dict-order dependence beyond HELM's own file order), so converting twice gives equal tables;
+nothing is written, so a crash leaves nothing to repair. Any problem with the input raises
+:class:`RunConversionError` naming the file at fault. Memory: each file is decoded whole
+(minus the fields helm_json leaves out, e.g. per-token data), so a run needs roughly its
+JSON size in memory; a streaming parser for multi-GB ``scenario_state.json`` is not here.
 """
 
 from __future__ import annotations
@@ -38,6 +51,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import pyarrow as pa
+
 from helmproc.engine import eee_fields as eee
 from helmproc.engine import tables
 from helmproc.engine.errors import RunConversionError
@@ -47,6 +61,7 @@ from helmproc.engine.helm_json import (
     SCENARIO_FILE,
     SCENARIO_STATE_FILE,
     STATS_FILE,
+    MetricName,
     PerInstanceStats,
     PerturbationDescription,
     RequestState,
@@ -64,7 +79,6 @@ __all__ = ["ConvertedRun", "convert_run"]
 # (instance id, perturbation name or None, train trial index): HELM's per-instance key.
 EntryKey = tuple[str, str | None, int]
 
-MAX_LISTED_STAT_NAMES = 20
 ORIGINAL_REQUEST_MODE = "original"
 PREDICTED_INDEX_STAT = "predicted_index"
 NUM_INSTANCES_STAT = "num_instances"
@@ -166,7 +180,8 @@ def _stat_value(stat: Stat) -> float | None:
 
 
 def _finite_int(value: float | None) -> int | None:
-    if value is None or not math.isfinite(value):
+    """``value`` rounded to an int64, or None if it is absent, not finite or out of range."""
+    if value is None or not math.isfinite(value) or abs(value) >= 2**63:
         return None
     return int(round(value))
 
@@ -218,14 +233,6 @@ def _core_results(stats: Sequence[Stat]) -> list[_CoreResult]:
         result_id = eee.evaluation_result_id(name.name, name.split, _perturbation_name(name))
         if result_id not in seen:
             seen[result_id] = _CoreResult(result_id, stat, score)
-    if not seen:
-        found = sorted({s.name.name for s in stats})
-        listed = ", ".join(found[:MAX_LISTED_STAT_NAMES])
-        if len(found) > MAX_LISTED_STAT_NAMES:
-            listed += f", ... ({len(found)} names)"
-        raise RunConversionError(
-            STATS_FILE, f"no core metric with a usable value; stats found: {listed or 'none'}"
-        )
     return [seen[k] for k in sorted(seen)]
 
 
@@ -286,6 +293,8 @@ def _evaluations_table(
     job_timestamp: str,
 ) -> pa.Table:
     n = len(results)
+    if n == 0:  # e.g. a perplexity-only run: instance rows (fallback scores), no aggregates
+        return tables.EVALUATIONS_SCHEMA.empty_table()
     samples_number = len({s.instance.id for s in states})
     num_instances = _num_instances_by_split(stats)
     scenario_args = run_spec.scenario_spec.args
@@ -394,7 +403,7 @@ def _chosen_reference(
     return references[0] if 0 in references else references[min(references)]
 
 
-# How a per-instance stat name is used: a core metric, a token count, the MC choice, or not.
+# How a per-instance stat is used: a core metric, a token count, the MC choice, or not at all.
 _CORE, _PROMPT_TOKENS, _OUTPUT_TOKENS, _COMPLETION_TOKENS, _PREDICTED, _UNUSED = range(6)
 _SPECIAL_STATS = {
     "num_prompt_tokens": _PROMPT_TOKENS,
@@ -405,10 +414,11 @@ _SPECIAL_STATS = {
 
 
 @functools.lru_cache(maxsize=4096)
-def _stat_role(name: str) -> int:
-    if eee.is_core_metric(name):
-        return _CORE
-    return _SPECIAL_STATS.get(name, _UNUSED)
+def _stat_role(name: MetricName) -> tuple[int, str]:
+    """(role, evaluation_result_id) of a per-instance stat name (cached: files repeat names)."""
+    if eee.is_core_metric(name.name):
+        return _CORE, eee.evaluation_result_id(name.name, name.split, _perturbation_name(name))
+    return _SPECIAL_STATS.get(name.name, _UNUSED), ""
 
 
 @dataclass
@@ -428,18 +438,14 @@ def _scan_entry_stats(stats: Sequence[Stat]) -> _EntryStats:
     core: dict[str, tuple[str, str, str | None, float]] = {}
     found = _EntryStats(core=[])
     for stat in stats:
-        name = stat.name
-        role = _stat_role(name.name)
+        role, result_id = _stat_role(stat.name)
         if role == _UNUSED:
             continue
         if role == _CORE:
-            score = _stat_value(stat)
-            if score is not None:
-                result_id = eee.evaluation_result_id(
-                    name.name, name.split, _perturbation_name(name)
-                )
-                if result_id not in core:
-                    core[result_id] = (result_id, name.name, name.split, score)
+            if result_id not in core:
+                score = _stat_value(stat)
+                if score is not None:
+                    core[result_id] = (result_id, stat.name.name, stat.name.split, score)
         elif role == _PREDICTED:
             if found.predicted_index is None:
                 found.predicted_index = _stat_value(stat)
@@ -477,9 +483,10 @@ class _InstanceRows:
         self.total_tokens: list[int | None] = []
         self.reasoning_tokens: list[int | None] = []
         self.generation_ms: list[float | None] = []
+        self.error: list[str | None] = []
         # per row
         self.entry_index: list[int] = []
-        self.result_id: list[str] = []
+        self.result_id: list[str | None] = []
         self.split: list[str | None] = []
         self.score: list[float] = []
         self.is_correct: list[bool] = []
@@ -505,8 +512,6 @@ class _InstanceRows:
         for key in sorted(keyed, key=lambda k: (k[0], k[1] is not None, k[1] or "", k[2])):
             entry = keyed[key]
             scanned = _scan_entry_stats(entry.stats)
-            if not scanned.core:
-                continue
             state = single.get(key)
             if state is None:
                 references = by_reference.get(key)
@@ -546,10 +551,24 @@ class _InstanceRows:
         self.extracted.append(completions[0].text.strip() if completions else None)
         self.sample_hash.append(eee.sample_hash(prompt, correct[0] if correct else ""))
         self._add_token_usage(scanned, state.request.echo_prompt)
-        request_time = state.result.request_time if state.result is not None else None
+        result = state.result
+        request_time = _finite(result.request_time) if result is not None else None
         self.generation_ms.append(
             request_time * 1000.0 if request_time is not None and request_time >= 0 else None
         )
+        failed = result is not None and not result.success
+        self.error.append((result.error or "request failed") if failed and result else None)
+        if not scanned.core:
+            # Fallback row (as EEE does): no core stat for this entry, so score the share of
+            # completions that equal a correct reference, under a null evaluation_result_id.
+            wanted = {c.strip() for c in correct}
+            hits = sum(1 for c in completions if c.text.strip() in wanted)
+            score = hits / len(completions) if completions else 0.0
+            self.entry_index.append(entry_index)
+            self.result_id.append(None)
+            self.split.append(instance.split)
+            self.score.append(score)
+            self.is_correct.append(score > 0)
         for result_id, metric, split, score in scanned.core:
             self.entry_index.append(entry_index)
             self.result_id.append(result_id)
@@ -617,6 +636,7 @@ class _InstanceRows:
                     ],
                     fields=list(tables.PERFORMANCE_TYPE),
                 ),
+                pa.array(self.error, type=pa.string()),
             ],
             names=[
                 "perturbation",
@@ -628,6 +648,7 @@ class _InstanceRows:
                 "answer_attribution",
                 "token_usage",
                 "performance",
+                "error",
             ],
         ).take(pa.array(self.entry_index, type=pa.int64()))
 
@@ -664,7 +685,7 @@ class _InstanceRows:
             evaluation,
             per_entry.column("token_usage"),
             per_entry.column("performance"),
-            nulls(n_rows, pa.string()),
+            per_entry.column("error"),
             nulls(n_rows, tables.STRING_MAP),
         ]
         return pa.Table.from_arrays(columns, schema=tables.INSTANCES_SCHEMA)

@@ -59,6 +59,11 @@ CORE_METRIC_PREFIXES: tuple[str, ...] = (
     "chain_of_thought_correctness",
     "math_equiv",
     "math_equiv_chain_of_thought",
+    # Beyond the peer's list: HELM's set-match accuracy metrics (synthetic_reasoning_natural
+    # and similar scenarios report nothing else). They get `helm.<name>` metric ids.
+    "exact_set_match",
+    "f1_set_match",
+    "iou_set_match",
 )
 
 # Metrics whose per-instance score means "answered correctly" when positive.
@@ -70,6 +75,7 @@ CORRECTNESS_PREFIXES: tuple[str, ...] = (
     "ifeval_strict_accuracy",
     "chain_of_thought_correctness",
     "math_equiv",
+    "exact_set_match",
 )
 
 CANONICAL_METRIC_IDS: Mapping[str, str] = {
@@ -161,16 +167,7 @@ def sample_hash(prompt: str, first_correct_reference: str) -> str:
 def model_id(model: str | None, model_deployment: str | None, run_name: str) -> str | None:
     """EEE ``model_info.id``: adapter_spec.model, else model_deployment, else ``model=`` of
     the run name; None if none of them names a model."""
-    if model:
-        return model
-    if model_deployment:
-        return model_deployment
-    _, _, expanders = run_name.partition(":")
-    for part in expanders.split(","):
-        key, sep, value = part.partition("=")
-        if sep and key == "model" and value:
-            return value
-    return None
+    return model or model_deployment or run_name_arg(run_name, "model")
 
 
 def model_developer(model: str) -> str | None:
@@ -182,14 +179,16 @@ def model_developer(model: str) -> str | None:
 def dataset_name(scenario_name: str | None, run_name: str) -> str:
     """EEE ``dataset_name`` / ``evaluation_name``: scenario.json ``name``; without one, the
     run name's ``dataset=`` value, else the run name before its first ``:``."""
-    if scenario_name:
-        return scenario_name
-    base, _, expanders = run_name.partition(":")
-    for part in expanders.split(","):
-        key, sep, value = part.partition("=")
-        if sep and key == "dataset" and value:
+    return scenario_name or run_name_arg(run_name, "dataset") or run_name.partition(":")[0]
+
+
+def run_name_arg(run_name: str, key: str) -> str | None:
+    """The value of ``key=`` in a HELM run name (``scenario:k1=v1,k2=v2``), or None."""
+    for part in run_name.partition(":")[2].split(","):
+        name, sep, value = part.partition("=")
+        if sep and name == key and value:
             return value
-    return base
+    return None
 
 
 def evaluation_id(dataset_name: str, model: str, evaluation_timestamp: str) -> str:

@@ -10,6 +10,8 @@ their text form is kept as HELM wrote it in EEE's string-valued ``additional_det
 
 ``instance.input`` and ``reference.output`` are ``{"text": ...}`` objects since HELM v0.2.0
 and plain strings before; both decode (``str | Text``, read through :func:`text_of`).
+All structs are ``gc=False`` (decoded JSON holds no reference cycles, so the cyclic garbage
+collector need not track the hundreds of thousands of small objects a large run decodes to).
 
 :func:`load_json` is the only way files are decoded: every failure becomes a
 :class:`RunConversionError` naming the file (``missing``, ``malformed JSON: ...``,
@@ -27,9 +29,10 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import msgspec
+
 from helmproc.engine.errors import RunConversionError
 
 __all__ = [
@@ -53,6 +56,9 @@ __all__ = [
 
 T = TypeVar("T")
 
+# Indexes are stored as Arrow int32: reject what does not fit while decoding (with a JSON path).
+Index = Annotated[int, msgspec.Meta(ge=0, lt=2**31)]
+
 # File names of the five helm-run files (all required for a complete run).
 RUN_SPEC_FILE = "run_spec.json"
 SCENARIO_FILE = "scenario.json"
@@ -61,7 +67,7 @@ STATS_FILE = "stats.json"
 PER_INSTANCE_STATS_FILE = "per_instance_stats.json"
 
 
-class Text(msgspec.Struct):
+class Text(msgspec.Struct, gc=False):
     """HELM ``Input`` / ``Output``: only the text (multimedia content is ignored)."""
 
     text: str = ""
@@ -75,12 +81,12 @@ def text_of(value: str | Text) -> str:
 # --- run_spec.json, scenario.json -----------------------------------------------------------
 
 
-class ScenarioSpec(msgspec.Struct):
+class ScenarioSpec(msgspec.Struct, gc=False):
     class_name: str
     args: dict[str, Any] = {}
 
 
-class AdapterSpec(msgspec.Struct):
+class AdapterSpec(msgspec.Struct, gc=False):
     method: str | None = None
     model: str | None = None
     model_deployment: str | None = None
@@ -90,32 +96,34 @@ class AdapterSpec(msgspec.Struct):
     stop_sequences: list[str] | None = None
 
 
-class RunSpec(msgspec.Struct):
+class RunSpec(msgspec.Struct, gc=False):
     name: str
     scenario_spec: ScenarioSpec
     adapter_spec: AdapterSpec
 
 
-class Scenario(msgspec.Struct):
+class Scenario(msgspec.Struct, gc=False):
     name: str | None = None
 
 
 # --- stats.json, per_instance_stats.json ----------------------------------------------------
 
 
-class PerturbationDescription(msgspec.Struct):
+class PerturbationDescription(msgspec.Struct, frozen=True, gc=False):
     name: str
     computed_on: str | None = None
 
 
-class MetricName(msgspec.Struct):
+class MetricName(msgspec.Struct, frozen=True, gc=False):
+    """Frozen, so it can key a cache (a per-instance file repeats the same ~30 names)."""
+
     name: str
     split: str | None = None
     sub_split: str | None = None
     perturbation: PerturbationDescription | None = None
 
 
-class Stat(msgspec.Struct):
+class Stat(msgspec.Struct, gc=False):
     """A HELM ``Stat``. ``mean``/``stddev`` are absent when ``count == 0``."""
 
     name: MetricName
@@ -125,22 +133,22 @@ class Stat(msgspec.Struct):
     stddev: float | None = None
 
 
-class PerInstanceStats(msgspec.Struct):
+class PerInstanceStats(msgspec.Struct, gc=False):
     instance_id: str
     stats: list[Stat]
-    train_trial_index: int = 0
+    train_trial_index: Index = 0
     perturbation: PerturbationDescription | None = None
 
 
 # --- scenario_state.json --------------------------------------------------------------------
 
 
-class Reference(msgspec.Struct):
+class Reference(msgspec.Struct, gc=False):
     output: str | Text
     tags: list[str] = []
 
 
-class Instance(msgspec.Struct):
+class Instance(msgspec.Struct, gc=False):
     id: str
     input: str | Text = ""
     references: list[Reference] = []
@@ -148,10 +156,8 @@ class Instance(msgspec.Struct):
     perturbation: PerturbationDescription | None = None
 
 
-class Request(msgspec.Struct):
+class Request(msgspec.Struct, gc=False):
     prompt: str = ""
-    model: str | None = None
-    model_deployment: str | None = None
     temperature: float | None = None
     top_p: float | None = None
     top_k_per_token: float | None = None
@@ -163,18 +169,18 @@ class Request(msgspec.Struct):
     frequency_penalty: int | float | None = None
 
 
-class Thinking(msgspec.Struct):
+class Thinking(msgspec.Struct, gc=False):
     text: str | None = None
 
 
-class Completion(msgspec.Struct):
+class Completion(msgspec.Struct, gc=False):
     """A HELM ``GeneratedOutput`` (``Sequence`` before v0.2). ``tokens`` is deliberately absent."""
 
     text: str = ""
     thinking: Thinking | None = None
 
 
-class RequestResult(msgspec.Struct):
+class RequestResult(msgspec.Struct, gc=False):
     success: bool = True
     completions: list[Completion] = []
     request_time: float | None = None
@@ -182,17 +188,17 @@ class RequestResult(msgspec.Struct):
     error: str | None = None
 
 
-class RequestState(msgspec.Struct):
+class RequestState(msgspec.Struct, gc=False):
     instance: Instance
     request: Request
-    train_trial_index: int = 0
-    reference_index: int | None = None
+    train_trial_index: Index = 0
+    reference_index: Index | None = None
     request_mode: str | None = None
     output_mapping: dict[str, str] | None = None
     result: RequestResult | None = None
 
 
-class ScenarioState(msgspec.Struct):
+class ScenarioState(msgspec.Struct, gc=False):
     request_states: list[RequestState]
 
 
@@ -235,7 +241,7 @@ def load_json(path: Path, type_: type[T]) -> T:
     data = _replace_lone_surrogates(data)
     try:
         obj = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise RunConversionError(name, f"malformed JSON: {first_error}") from None
     try:
         return msgspec.convert(obj, type_)

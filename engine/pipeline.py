@@ -197,7 +197,8 @@ class Coordinator:
                     if broken:
                         for fut, cid in list(inflight.items()):
                             fut.cancel()
-                            self._chunk_failed(cid, BrokenProcessPool("worker died"), attempts, queue)
+                            died = BrokenProcessPool("worker died")
+                            self._chunk_failed(cid, died, attempts, queue)
                         inflight.clear()
                         pool.shutdown(wait=True, cancel_futures=True)
                         pool = self.pool_factory(self.options.max_workers)

@@ -14,16 +14,22 @@ DirSource modes, chosen from what ``root`` holds:
   every run directory in ``runs/<S>/``;
 - bare folder: ``root`` itself holds run directories. Their names may differ from the run
   name (e.g. ``:`` replaced by ``-``), so the run name is read from each ``run_spec.json``.
+
+Other sources: ``HttpSource`` (``http_source.py``, the bucket), ``MultiSource`` (several
+projects in one job), and any of them wrapped in a ``FilteredSource`` (``run_filters.py``),
+whose filters are part of the recorded config.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 from helmproc.engine.errors import ConfigError, RunConversionError, SourceError
+from helmproc.engine.run_filters import FilteredSource, RunFilters, SpecFacts, local_spec_facts
 from helmproc.engine.runs import RunRef
 
 # Directory names HELM writes next to run directories that are not runs.
@@ -121,7 +127,9 @@ class DirSource:
         try:
             mapping = json.loads(index.read_bytes())
         except FileNotFoundError:
-            raise SourceError(f"release {release!r} has no {RUNS_INDEX} under {self.root}") from None
+            raise SourceError(
+                f"release {release!r} has no {RUNS_INDEX} under {self.root}"
+            ) from None
         except ValueError as exc:
             raise SourceError(f"{index}: not valid JSON ({exc})") from None
         if not isinstance(mapping, dict):
@@ -165,6 +173,60 @@ class DirSource:
             raise RunConversionError(ref.location, "run directory is missing from the source")
         return run_dir
 
+    def spec_facts(self, refs: Sequence[RunRef]) -> dict[RunRef, SpecFacts | None]:
+        """Method and model of each run, for the run filters (see ``run_filters``)."""
+        return local_spec_facts(self.root, refs)
+
+
+class MultiSource:
+    """Several sources (one per project, e.g. several ``--benchmark``) as one job."""
+
+    kind = "multi"
+
+    def __init__(self, parts: Sequence[Source]) -> None:
+        self.parts = list(parts)
+        self._by_project: dict[str, Source] = {}
+        for part in self.parts:
+            project = part.config.get("project")
+            if not isinstance(project, str) or project in self._by_project:
+                raise ConfigError(f"each source of a job needs its own project, got {project!r}")
+            self._by_project[project] = part
+
+    @property
+    def config(self) -> dict[str, Any]:
+        config: dict[str, Any] = {"kind": self.kind, "parts": [p.config for p in self.parts]}
+        for key in ("root", "base_url"):  # shown in the dataset card when the parts share it
+            values = {p.config.get(key) for p in self.parts}
+            if len(values) == 1 and None not in values:
+                config[key] = values.pop()
+        return config
+
+    def discover(self) -> list[RunRef]:
+        refs: dict[tuple[str, str, str], RunRef] = {}
+        for part in self.parts:
+            for ref in part.discover():
+                refs.setdefault((ref.project, ref.suite, ref.run_name), ref)
+        return sorted(refs.values())
+
+    def _part(self, ref: RunRef) -> Source:
+        try:
+            return self._by_project[ref.project]
+        except KeyError:
+            reason = f"no source for project {ref.project!r}"
+            raise RunConversionError(ref.location, reason) from None
+
+    def fetch(self, ref: RunRef, scratch: Path) -> Path:
+        return self._part(ref).fetch(ref, scratch)
+
+    def spec_facts(self, refs: Sequence[RunRef]) -> dict[RunRef, SpecFacts | None]:
+        out: dict[RunRef, SpecFacts | None] = {}
+        for project, part in self._by_project.items():
+            mine = [r for r in refs if r.project == project]
+            reader = getattr(part, "spec_facts", None)
+            if mine and reader is not None:
+                out.update(reader(mine))
+        return out
+
 
 def run_name_from_spec(run_dir: Path) -> str | None:
     """The ``name`` recorded in a run's run_spec.json, or None if it cannot be read."""
@@ -177,7 +239,16 @@ def run_name_from_spec(run_dir: Path) -> str | None:
 
 def source_from_config(config: dict[str, Any]) -> Source:
     """Rebuild a source from its recorded config (in a worker, or on resume)."""
+    if config.get("filters") is not None:
+        inner = source_from_config({k: v for k, v in config.items() if k != "filters"})
+        return FilteredSource(inner, RunFilters.from_json(config["filters"]))
     kind = config.get("kind")
+    if kind == "http":
+        from helmproc.engine.http_source import HttpSource  # imports this module
+
+        return HttpSource.from_config(config)
+    if kind == MultiSource.kind:
+        return MultiSource([source_from_config(part) for part in config["parts"]])
     if kind == DirSource.kind:
         return DirSource(
             config["root"],

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
+
 from helmproc.engine.runs import RunRef
 
 STRING_MAP = pa.list_(pa.struct([("key", pa.string()), ("value", pa.string())]))
@@ -210,12 +211,8 @@ class RunRow:
 
 def provenance_arrays(ref: RunRef, n_rows: int) -> list[pa.Array]:
     """The four provenance columns for ``n_rows`` rows of one run."""
-    return [
-        pa.array([ref.project] * n_rows, type=pa.string()),
-        pa.array([ref.release] * n_rows, type=pa.string()),
-        pa.array([ref.suite] * n_rows, type=pa.string()),
-        pa.array([ref.run_name] * n_rows, type=pa.string()),
-    ]
+    values = (ref.project, ref.release, ref.suite, ref.run_name)
+    return [pa.repeat(pa.scalar(v, type=pa.string()), n_rows) for v in values]
 
 
 def runs_table(rows: Sequence[RunRow]) -> pa.Table:

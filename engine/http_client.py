@@ -1,0 +1,335 @@
+"""HTTP GETs that survive a flaky network: timeouts, deadlines, retries, gzip, length checks.
+
+Every request has a connect timeout, a read timeout (the longest silence between two bytes)
+and an overall deadline per attempt, so nothing hangs. Connection errors, timeouts, 408, 429
+(waiting at least its ``Retry-After``), 5xx, truncated bodies, length or md5 mismatches and
+broken gzip streams are retried with exponential backoff and full jitter, up to
+``max_attempts``; then ``HttpRetriesExhaustedError`` (a ``TransientError``) names the URL and the
+last failure. 404 raises ``HttpNotFoundError`` at once; any other status ``HttpStatusError``.
+
+Downloads stream to ``<dest>.part`` and are renamed to ``dest`` only once complete and checked,
+so a crash leaves at most a ``.part`` file in the caller's scratch folder (the worker removes the
+chunk's scratch folder; the coordinator sweeps the whole scratch root on start). Bodies are
+never held whole in memory. Objects may be gzip-compressed at rest: the client asks for
+``Accept-Encoding: gzip`` and inflates itself, so the wire bytes can be counted against
+``Content-Length`` and, when the server's ``x-goog-hash`` describes the bytes delivered, their
+md5 checked.
+
+One pooled ``requests.Session`` per process (``process_session``), created lazily and never
+shared across a fork. No credentials are sent; URLs are shown with any user:password removed.
+"""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import hashlib
+import json
+import os
+import random
+import tempfile
+import threading
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import requests
+import urllib3
+from helmproc.engine.errors import SourceError, TransientError
+from requests.adapters import HTTPAdapter
+
+T = TypeVar("T")
+
+STREAM_CHUNK_BYTES = 1 << 20
+POOL_MAXSIZE = 16
+USER_AGENT = "helmproc (+https://github.com/evaleval)"
+# Statuses worth another attempt: the server says "later" or failed on its side.
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    """Timeouts and retry policy. Tests shrink the delays; the defaults suit the public bucket."""
+
+    connect_timeout_s: float = 10.0
+    read_timeout_s: float = 60.0
+    deadline_s: float = 1800.0  # one attempt, first byte sent to last byte read
+    max_attempts: int = 6
+    base_delay_s: float = 0.5
+    max_delay_s: float = 30.0
+    max_retry_after_s: float = 300.0  # a longer Retry-After gives up instead of waiting
+    accept_gzip: bool = True
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> ClientSettings:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in (data or {}).items() if k in known})
+
+    def backoff_s(self, attempt: int) -> float:
+        """Full-jitter exponential delay before attempt ``attempt + 1`` (``attempt`` >= 1)."""
+        ceiling = min(self.max_delay_s, self.base_delay_s * (2 ** (attempt - 1)))
+        return random.uniform(0, ceiling)
+
+
+# -- errors ------------------------------------------------------------------------------------
+
+
+class HttpStatusError(SourceError):
+    """The server answered with a status that retrying will not change (403, 400, ...)."""
+
+    def __init__(self, url: str, status: int, detail: str = "") -> None:
+        super().__init__(url, status, detail)
+        self.url = url
+        self.status = status
+        self.detail = detail
+
+    def __str__(self) -> str:
+        tail = f": {self.detail}" if self.detail else ""
+        return f"GET {self.url} answered HTTP {self.status}{tail}"
+
+
+class HttpNotFoundError(HttpStatusError):
+    """404: the object does not exist."""
+
+    def __init__(self, url: str, status: int = 404, detail: str = "") -> None:
+        super().__init__(url, status, detail)
+
+
+class HttpRetriesExhaustedError(TransientError):
+    """Every attempt failed with a retryable problem; the last one is named."""
+
+    def __init__(self, url: str, attempts: int, last: str) -> None:
+        super().__init__(url, attempts, last)
+        self.url = url
+        self.attempts = attempts
+        self.last = last
+
+    def __str__(self) -> str:
+        return f"GET {self.url} failed {self.attempts} times; last: {self.last}"
+
+
+class _Retryable(Exception):
+    """One attempt failed in a way another attempt may not."""
+
+    def __init__(self, reason: str, retry_after_s: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after_s = retry_after_s
+
+
+# Failures of the wire (not of our disk): socket, urllib3 and requests errors, bad gzip.
+_WIRE_ERRORS = (
+    requests.RequestException,
+    urllib3.exceptions.HTTPError,
+    ConnectionError,
+    TimeoutError,
+    zlib.error,
+)
+
+
+# -- the per-process session ---------------------------------------------------------------------
+
+_session: requests.Session | None = None
+_session_pid = 0
+_session_lock = threading.Lock()
+
+
+def process_session() -> requests.Session:
+    """This process's pooled session (a forked child builds its own, never reusing sockets)."""
+    global _session, _session_pid
+    with _session_lock:
+        if _session is None or _session_pid != os.getpid():
+            session = requests.Session()
+            adapter = HTTPAdapter(pool_connections=4, pool_maxsize=POOL_MAXSIZE, max_retries=0)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+            session.headers["User-Agent"] = USER_AGENT
+            _session, _session_pid = session, os.getpid()
+        return _session
+
+
+def redact(url: str) -> str:
+    """``url`` without any user:password part, for messages."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def _goog_md5(headers: Any) -> str | None:
+    """The base64 md5 in an ``x-goog-hash`` header (``crc32c=...,md5=...``), if any."""
+    for part in str(headers.get("x-goog-hash", "")).split(","):
+        key, _, value = part.strip().partition("=")
+        if key == "md5" and value:
+            return value
+    return None
+
+
+class HttpClient:
+    """GETs with the retry policy of ``settings`` on this process's session."""
+
+    def __init__(
+        self,
+        settings: ClientSettings | None = None,
+        *,
+        session: requests.Session | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.settings = settings or ClientSettings()
+        self._session = session
+        self._sleep = sleep
+
+    @property
+    def session(self) -> requests.Session:
+        return self._session or process_session()
+
+    # -- public ----------------------------------------------------------------------------
+    def download(self, url: str, dest: Path) -> int:
+        """Stream ``url`` (inflated if gzip) to ``dest``; the number of bytes written."""
+        return self._retrying(url, lambda: self._download_once(url, dest))
+
+    def get_json(self, url: str) -> Any:
+        """Download ``url`` to a temporary file and decode it as JSON."""
+        with tempfile.TemporaryDirectory(prefix="helmproc-get-") as tmp:
+            path = Path(tmp) / "body.json"
+            self.download(url, path)
+            try:
+                with path.open("rb") as fh:
+                    return json.load(fh)
+            except ValueError as exc:
+                raise SourceError(f"GET {redact(url)}: not valid JSON ({exc})") from None
+
+    # -- retry loop ------------------------------------------------------------------------
+    def _retrying(self, url: str, attempt_once: Callable[[], T]) -> T:
+        settings = self.settings
+        for attempt in range(1, settings.max_attempts + 1):
+            try:
+                return attempt_once()
+            except _Retryable as exc:
+                if attempt == settings.max_attempts:
+                    raise HttpRetriesExhaustedError(redact(url), attempt, exc.reason) from None
+                delay = settings.backoff_s(attempt)
+                if exc.retry_after_s is not None:
+                    if exc.retry_after_s > settings.max_retry_after_s:
+                        raise HttpRetriesExhaustedError(
+                            redact(url),
+                            attempt,
+                            f"{exc.reason}; Retry-After {exc.retry_after_s:.0f}s is longer than "
+                            f"{settings.max_retry_after_s:.0f}s",
+                        ) from None
+                    delay = max(delay, exc.retry_after_s)
+                self._sleep(delay)
+        raise AssertionError("unreachable: max_attempts must be at least 1")
+
+    # -- one attempt -----------------------------------------------------------------------
+    def _download_once(self, url: str, dest: Path) -> int:
+        settings = self.settings
+        started = time.monotonic()
+        headers = {"Accept-Encoding": "gzip" if settings.accept_gzip else "identity"}
+        part = dest.with_name(dest.name + ".part")
+        try:
+            response = self.session.get(
+                url,
+                headers=headers,
+                stream=True,
+                timeout=(settings.connect_timeout_s, settings.read_timeout_s),
+            )
+        except _WIRE_ERRORS as exc:
+            raise _Retryable(f"{type(exc).__name__}: {exc}") from None
+        with response:
+            self._check_status(url, response)
+            encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+            if encoding not in ("identity", "gzip", ""):
+                raise HttpStatusError(redact(url), response.status_code, f"unsupported "
+                                      f"Content-Encoding {encoding!r}")
+            inflater = zlib.decompressobj(16 + zlib.MAX_WBITS) if encoding == "gzip" else None
+            expected = _content_length(response)
+            md5 = hashlib.md5(usedforsecurity=False)
+            n_wire = n_out = 0
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                with part.open("wb") as out:
+                    for block in response.raw.stream(STREAM_CHUNK_BYTES, decode_content=False):
+                        n_wire += len(block)
+                        md5.update(block)
+                        data = inflater.decompress(block) if inflater else block
+                        out.write(data)
+                        n_out += len(data)
+                        if time.monotonic() - started > settings.deadline_s:
+                            raise _Retryable(
+                                f"deadline of {settings.deadline_s:g}s passed after "
+                                f"{n_wire} bytes"
+                            )
+                    if inflater is not None:
+                        tail = inflater.flush()
+                        out.write(tail)
+                        n_out += len(tail)
+                        if not inflater.eof:
+                            raise _Retryable(f"gzip stream ended early after {n_wire} bytes")
+            except _WIRE_ERRORS as exc:
+                part.unlink(missing_ok=True)
+                raise _Retryable(f"body cut after {n_wire} bytes ({type(exc).__name__}: "
+                                 f"{exc})") from None
+            except BaseException:
+                part.unlink(missing_ok=True)
+                raise
+            if expected is not None and n_wire != expected:
+                part.unlink(missing_ok=True)
+                raise _Retryable(f"length mismatch: Content-Length {expected}, got {n_wire} bytes")
+            stored = response.headers.get("x-goog-stored-content-encoding", "identity").lower()
+            want_md5 = _goog_md5(response.headers)
+            if want_md5 and stored == (encoding or "identity"):
+                got = base64.b64encode(md5.digest()).decode()
+                if got != want_md5:
+                    part.unlink(missing_ok=True)
+                    raise _Retryable(f"md5 mismatch: x-goog-hash {want_md5}, body {got}")
+        os.replace(part, dest)
+        return n_out
+
+    @staticmethod
+    def _check_status(url: str, response: requests.Response) -> None:
+        status = response.status_code
+        if status == 200:
+            return
+        if status == 404:
+            raise HttpNotFoundError(redact(url))
+        if status in RETRY_STATUSES:
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            raise _Retryable(f"HTTP {status}", retry_after)
+        detail = ""
+        try:
+            detail = response.raw.read(300, decode_content=True).decode("utf-8", "replace")
+        except _WIRE_ERRORS:
+            pass
+        raise HttpStatusError(redact(url), status, " ".join(detail.split()))
+
+
+def _content_length(response: requests.Response) -> int | None:
+    value = response.headers.get("Content-Length")
+    if value is None or "chunked" in response.headers.get("Transfer-Encoding", "").lower():
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return None
