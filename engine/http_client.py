@@ -39,8 +39,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import requests
 import urllib3
-from helmproc.engine.errors import SourceError, TransientError
 from requests.adapters import HTTPAdapter
+
+from helmproc.engine.errors import SourceError, TransientError
 
 T = TypeVar("T")
 

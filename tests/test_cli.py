@@ -129,7 +129,8 @@ def test_kill_9_then_resume_equals_uninterrupted(tmp_path: Path) -> None:
 def test_second_coordinator_is_refused(tmp_path: Path) -> None:
     corpus = tmp_path / "corpus"
     grow_corpus(corpus, copies=8)
-    args = ["run", "--source", str(corpus), "--to", "out", "--chunk-size", "1", "--max-workers", "1"]
+    args = ["run", "--source", str(corpus), "--to", "out"]
+    args += ["--chunk-size", "1", "--max-workers", "1"]
     env = dict(os.environ, SOURCE_DATE_EPOCH=FIXED_EPOCH)
     first = subprocess.Popen(
         [*HELMPROC, *args, "--quiet"],
