@@ -17,26 +17,38 @@ same paths; publishing is idempotent for the same reason. Chunks run in a proces
 into journal events. A chunk whose worker fails (not a bad run: the machine) is journaled
 ``failed`` and retried up to ``max_attempts`` times in this session; later sessions retry it
 again on ``resume``.
+
+Memory: the ``Budget`` admits a chunk only when it fits (see ``engine/budget.py``). A worker
+that alone exceeds the budget is killed; its piece of work is split in halves and retried
+(shards of the pieces are named ``-p0``, ``-p1``, ...); a single run still too big is recorded
+as failed with the reason. The chunk is journaled ``processed`` once all its pieces are done,
+with the shards of every piece. Split decisions are not journaled: after a crash the chunk
+starts whole again and splits the same way.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import os
 import shutil
+import signal
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from helmproc.engine.budget import Budget, dir_bytes, format_size
 from helmproc.engine.committer import Committer
 from helmproc.engine.dataset_card import render_card
 from helmproc.engine.errors import PublishError
 from helmproc.engine.jobs import JobPaths
 from helmproc.engine.progress import NullProgress, Progress
 from helmproc.engine.publishers import Publisher
+from helmproc.engine.runs import RunOutcome, RunRef
 from helmproc.engine.shards import remove_temp_files, shard_matches
 from helmproc.engine.worker import ChunkResult, ChunkSpec, w_process_chunk
 from helmproc.journal.status import StatusReport
@@ -46,11 +58,25 @@ POLL_S = 0.2
 DEFAULT_MAX_ATTEMPTS = 3
 
 
+DISK_SAMPLE_S = 2.0
+
+
 @dataclass(frozen=True)
 class ExecOptions:
     max_workers: int
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     publish_max_files: int = 50
+    budget: Budget | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Task:
+    """One unit of pool work: a whole chunk, or a piece of one after a memory overrun."""
+
+    chunk_id: int
+    part: str
+    runs: tuple[RunRef, ...]
+    skip_reasons: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -121,18 +147,34 @@ class Coordinator:
             raise ValueError("journal holds no job")
         self.job = job
         self.plan: dict[int, ChunkPlan] = {c.chunk_id: c for c in journal.plan()}
+        self.budget = options.budget
         self._card_written = False
+        # pieces of each chunk still being worked on, and finished pieces' results
+        self._parts: dict[int, set[str]] = {}
+        self._done_parts: dict[int, list[ChunkResult]] = {}
+        self._overrun: dict[tuple[int, str], int] = {}
+        self._pool_killed = False
+        self._scratch_bytes = 0
+        self._scratch_at = 0.0
+
+    @property
+    def pid_dir(self) -> Path:
+        return self.paths.work_dir / "running"
 
     # -- steps ---------------------------------------------------------------------------
-    def _spec(self, cid: int) -> ChunkSpec:
+    def _spec(self, cid: int, task: Task | None = None) -> ChunkSpec:
+        task = task or Task(cid, "", self.plan[cid].runs)
         return ChunkSpec(
             job_id=self.job.job_id,
             chunk_id=cid,
-            runs=self.plan[cid].runs,
+            runs=task.runs,
             source_config=self.source_config,
             staging_root=str(self.paths.staging),
             scratch_root=str(self.paths.scratch),
             job_timestamp=self.job.job_timestamp,
+            part=task.part,
+            skip_reasons=task.skip_reasons,
+            pid_dir=str(self.pid_dir),
         )
 
     def _clean(self, cid: int, shards: tuple[ShardFact, ...]) -> None:
@@ -146,11 +188,106 @@ class Coordinator:
         self.publisher.write_card(render_card(status, sources))
         self._card_written = True
 
+    # -- budget --------------------------------------------------------------------------
+    def _staged_bytes(self, staged: dict[int, tuple[ShardFact, ...]]) -> int:
+        now = time.monotonic()
+        if now - self._scratch_at >= DISK_SAMPLE_S:
+            self._scratch_bytes = dir_bytes(self.paths.scratch)
+            self._scratch_at = now
+        return self._scratch_bytes + sum(f.n_bytes for facts in staged.values() for f in facts)
+
+    def _running_pids(self) -> dict[int, tuple[int, str]]:
+        """pid -> (chunk id, part) of every worker that announced itself."""
+        found: dict[int, tuple[int, str]] = {}
+        for path in self.pid_dir.glob("*.pid"):
+            try:
+                pid = int(path.read_text())
+            except (OSError, ValueError):
+                continue
+            cid_text, _, part = path.stem.partition("-")
+            found[pid] = (int(cid_text), "" if part == "all" else part)
+        return found
+
+    def _admit(self, task: Task, inflight: dict[Future[ChunkResult], Task], staged: dict) -> bool:
+        if self.budget is None:
+            return True
+        pids = {key: pid for pid, key in self._running_pids().items()}
+        running = [
+            (pids.get((t.chunk_id, t.part)), self.budget.estimate(None)) for t in inflight.values()
+        ]
+        return self.budget.admit(self.budget.estimate(None), running, self._staged_bytes(staged))
+
+    def _stop_overruns(self) -> None:
+        if self.budget is None:
+            return
+        running = self._running_pids()
+        for pid, used in self.budget.overruns(running):
+            cid, part = running[pid]
+            if (cid, part) in self._overrun:
+                continue
+            self._overrun[(cid, part)] = used
+            self.progress.note(
+                f"chunk {cid}{'/' + part if part else ''} uses {format_size(used)}, over the "
+                f"memory budget of {format_size(self.budget.memory_budget)}: stopping it"
+            )
+            self._pool_killed = True
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def _split(self, task: Task, used: int, queue: deque[Task]) -> None:
+        """Retry an overrunning piece as two halves, or fail its single run."""
+        assert self.budget is not None
+        parts = self._parts.setdefault(task.chunk_id, {task.part})
+        parts.discard(task.part)
+        reason = (
+            f"needs more memory than the budget ({format_size(used)} > "
+            f"{format_size(self.budget.memory_budget)}); raise --memory-budget"
+        )
+        self.journal.record_failed(task.chunk_id, f"memory budget exceeded: {reason}")
+        runs = [r for r in task.runs if r.key not in dict(task.skip_reasons)]
+        if len(runs) <= 1:
+            skip = task.skip_reasons + tuple((r.key, reason) for r in runs)
+            retry = [Task(task.chunk_id, task.part, task.runs, skip)]
+        else:
+            half = len(task.runs) // 2
+            retry = [
+                Task(task.chunk_id, task.part + "0", task.runs[:half], task.skip_reasons),
+                Task(task.chunk_id, task.part + "1", task.runs[half:], task.skip_reasons),
+            ]
+        for t in retry:
+            parts.add(t.part)
+            queue.appendleft(t)
+
+    def _piece_done(self, result: ChunkResult) -> bool:
+        """Fold a finished piece in; True (and journal ``processed``) when its chunk is whole."""
+        cid = result.chunk_id
+        if self.budget is not None:
+            self.budget.learn(
+                result.peak_rss_bytes, result.largest_run_bytes, result.baseline_bytes
+            )
+        parts = self._parts.get(cid)
+        self._done_parts.setdefault(cid, []).append(result)
+        if parts is not None:
+            parts.discard(result.part)
+            if parts:
+                return False
+            del self._parts[cid]
+        pieces = self._done_parts.pop(cid)
+        shards = tuple(sorted((f for r in pieces for f in r.shards), key=lambda f: f.path))
+        by_key: dict[str, RunOutcome] = {o.run.key: o for r in pieces for o in r.outcomes}
+        outcomes = tuple(by_key[ref.key] for ref in self.plan[cid].runs if ref.key in by_key)
+        self.journal.record_processed(cid, shards, outcomes)
+        self.progress.chunk_processed(ChunkResult(cid, shards, outcomes, 0))
+        return True
+
     # -- the loop ------------------------------------------------------------------------
     def execute(self) -> StatusReport:
         self.paths.staging.mkdir(parents=True, exist_ok=True)
         remove_temp_files(self.paths.staging)
         shutil.rmtree(self.paths.scratch, ignore_errors=True)
+        shutil.rmtree(self.pid_dir, ignore_errors=True)
         statuses = self.journal.chunk_statuses()
         repairs = decide_repairs(statuses, self.paths.staging, self.publisher)
         self.progress.start(
@@ -165,7 +302,7 @@ class Coordinator:
             self.progress.chunk_published(cid, len(self.plan[cid].runs))
 
         attempts: dict[int, int] = {}  # failures of each chunk in this session
-        queue: deque[int] = deque(repairs.to_process)
+        queue: deque[Task] = deque(Task(cid, "", self.plan[cid].runs) for cid in repairs.to_process)
         committer = Committer(self.publisher, self.paths.staging, self.options.publish_max_files)
         for cid in repairs.to_publish:
             committer.submit(cid, statuses[cid].shards)
@@ -173,34 +310,41 @@ class Coordinator:
             cid: statuses[cid].shards for cid in repairs.to_publish
         }
         pool = self.pool_factory(self.options.max_workers)
-        inflight: dict[Future[ChunkResult], int] = {}
+        inflight: dict[Future[ChunkResult], Task] = {}
         try:
             while queue or inflight or committer.pending:
-                while queue and len(inflight) < self.options.max_workers:
-                    cid = queue.popleft()
-                    inflight[pool.submit(w_process_chunk, self._spec(cid))] = cid
+                while (
+                    queue
+                    and len(inflight) < self.options.max_workers
+                    and self._admit(queue[0], inflight, staged)
+                ):
+                    task = queue.popleft()
+                    inflight[pool.submit(w_process_chunk, self._spec(task.chunk_id, task))] = task
                 if inflight:
                     done, _ = wait(list(inflight), timeout=POLL_S, return_when=FIRST_COMPLETED)
+                    self._stop_overruns()
                     broken = False
                     for fut in done:
-                        cid = inflight.pop(fut)
+                        task = inflight.pop(fut)
                         exc = fut.exception()
                         if exc is None:
                             result = fut.result()
-                            self.journal.record_processed(cid, result.shards, result.outcomes)
-                            self.progress.chunk_processed(result)
-                            staged[cid] = result.shards
-                            committer.submit(cid, result.shards)
+                            if self._piece_done(result):
+                                cid = result.chunk_id
+                                staged[cid] = self.journal.chunk_status(cid).shards
+                                committer.submit(cid, staged[cid])
                             continue
                         broken = broken or isinstance(exc, BrokenProcessPool)
-                        self._chunk_failed(cid, exc, attempts, queue)
+                        self._task_failed(task, exc, attempts, queue)
                     if broken:
-                        for fut, cid in list(inflight.items()):
+                        died = BrokenProcessPool("worker died")
+                        for fut, task in list(inflight.items()):
                             fut.cancel()
-                            died = BrokenProcessPool("worker died")
-                            self._chunk_failed(cid, died, attempts, queue)
+                            self._task_failed(task, died, attempts, queue)
                         inflight.clear()
+                        self._pool_killed = False
                         pool.shutdown(wait=True, cancel_futures=True)
+                        shutil.rmtree(self.pid_dir, ignore_errors=True)
                         pool = self.pool_factory(self.options.max_workers)
                 for report in committer.reports(timeout=0 if inflight else POLL_S):
                     if report.error is not None:
@@ -221,12 +365,22 @@ class Coordinator:
         self.progress.finish(report_)
         return report_
 
-    def _chunk_failed(
-        self, cid: int, exc: BaseException, attempts: dict[int, int], queue: deque[int]
+    def _task_failed(
+        self, task: Task, exc: BaseException, attempts: dict[int, int], queue: deque[Task]
     ) -> None:
+        used = self._overrun.pop((task.chunk_id, task.part), None)
+        if used is not None:
+            self._split(task, used, queue)
+            return
+        if isinstance(exc, BrokenProcessPool) and self._pool_killed:
+            queue.appendleft(task)  # collateral of another piece's overrun: not its fault
+            return
         reason = f"{type(exc).__name__}: {exc}"
-        self.journal.record_failed(cid, reason)
-        attempts[cid] = attempts.get(cid, 0) + 1
-        self.progress.chunk_failed(cid, reason)
-        if attempts[cid] < self.options.max_attempts:
-            queue.append(cid)
+        self.journal.record_failed(task.chunk_id, reason)
+        attempts[task.chunk_id] = attempts.get(task.chunk_id, 0) + 1
+        self.progress.chunk_failed(task.chunk_id, reason)
+        if attempts[task.chunk_id] < self.options.max_attempts:
+            queue.append(task)
+        else:
+            self._parts.pop(task.chunk_id, None)
+            self._done_parts.pop(task.chunk_id, None)

@@ -39,18 +39,42 @@ def dedupe_runs(refs: Sequence[RunRef]) -> list[RunRef]:
     return list(seen.values())
 
 
+def ramp_sizes(n_runs: int, chunk_size: int) -> list[int]:
+    """Chunk sizes 1, 2, 4, ... up to ``chunk_size``, then ``chunk_size`` until done.
+
+    The first chunk holds one run so the first shard is published within seconds; doubling
+    reaches full-size chunks after log2(chunk_size) chunks, so the extra per-chunk cost is
+    bounded by that many small chunks.
+    """
+    sizes: list[int] = []
+    size, left = 1, n_runs
+    while left > 0:
+        take = min(size, chunk_size, left)
+        sizes.append(take)
+        left -= take
+        size *= 2
+    return sizes
+
+
 def plan_chunks(refs: Sequence[RunRef], chunk_size: int) -> list[ChunkPlan]:
-    """Consecutive groups of ``chunk_size`` runs, numbered from 0."""
+    """Consecutive groups of runs (sizes from ``ramp_sizes``), numbered from 0."""
     if chunk_size < 1:
         raise ValueError("chunk size must be at least 1")
     runs = dedupe_runs(refs)
-    return [
-        ChunkPlan(chunk_id=i, runs=tuple(runs[start : start + chunk_size]))
-        for i, start in enumerate(range(0, len(runs), chunk_size))
-    ]
+    plan: list[ChunkPlan] = []
+    start = 0
+    for i, size in enumerate(ramp_sizes(len(runs), chunk_size)):
+        plan.append(ChunkPlan(chunk_id=i, runs=tuple(runs[start : start + size])))
+        start += size
+    return plan
 
 
-def shard_path(table: str, job_id: str, chunk_id: int) -> str:
-    """Dataset-relative path of one chunk's shard of ``table`` (POSIX separators)."""
+def shard_path(table: str, job_id: str, chunk_id: int, part: str = "") -> str:
+    """Dataset-relative path of one chunk's shard of ``table`` (POSIX separators).
+
+    ``part`` names a piece of a chunk that was split after overrunning the memory budget
+    ("0", "1", "10", ...: the path of halvings), empty for a whole chunk.
+    """
     folder = chunk_id // CHUNKS_PER_FOLDER
-    return f"{table}/{job_id}/{folder:04d}/{table}-{chunk_id:06d}.parquet"
+    suffix = f"-p{part}" if part else ""
+    return f"{table}/{job_id}/{folder:04d}/{table}-{chunk_id:06d}{suffix}.parquet"

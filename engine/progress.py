@@ -18,6 +18,7 @@ class Progress(Protocol):
     def chunk_processed(self, result: Any) -> None: ...
     def chunk_published(self, chunk_id: int, n_runs: int) -> None: ...
     def chunk_failed(self, chunk_id: int, reason: str) -> None: ...
+    def note(self, message: str) -> None: ...
     def finish(self, report: Any) -> None: ...
 
 
@@ -32,6 +33,9 @@ class NullProgress:
         pass
 
     def chunk_failed(self, chunk_id: int, reason: str) -> None:
+        pass
+
+    def note(self, message: str) -> None:
         pass
 
     def finish(self, report: Any) -> None:
@@ -107,6 +111,9 @@ class LogProgress(Counters):
     def chunk_failed(self, chunk_id: int, reason: str) -> None:
         print(f"helmproc: chunk {chunk_id} failed: {reason}", file=self.stream, flush=True)
 
+    def note(self, message: str) -> None:
+        print(f"helmproc: {message}", file=self.stream, flush=True)
+
     def finish(self, report: Any) -> None:
         self._line(force=True)
 
@@ -162,6 +169,9 @@ class BarProgress(Counters):
 
     def chunk_failed(self, chunk_id: int, reason: str) -> None:
         self._bars.console.print(f"chunk {chunk_id} failed: {reason}")
+
+    def note(self, message: str) -> None:
+        self._bars.console.print(message)
 
     def finish(self, report: Any) -> None:
         self._bars.stop()

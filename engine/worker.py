@@ -13,11 +13,14 @@ the coordinator can retry it.
 
 from __future__ import annotations
 
+import os
 import resource
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from helmproc.engine.convert import convert_run
 from helmproc.engine.errors import RunConversionError
@@ -48,6 +51,12 @@ class ChunkSpec:
     staging_root: str
     scratch_root: str
     job_timestamp: str
+    # A piece of a chunk split after a memory overrun ("" = the whole chunk).
+    part: str = ""
+    # Runs recorded as failed without converting them: (run key, reason).
+    skip_reasons: tuple[tuple[str, str], ...] = ()
+    # Where the worker announces its pid while it works (for the budget's watchdog).
+    pid_dir: str = ""
 
 
 @dataclass(frozen=True)
@@ -56,6 +65,21 @@ class ChunkResult:
     shards: tuple[ShardFact, ...]
     outcomes: tuple[RunOutcome, ...]
     peak_rss_bytes: int
+    part: str = ""
+    baseline_bytes: int = 0
+    largest_run_bytes: int = 0
+
+
+def pid_file(pid_dir: Path, chunk_id: int, part: str) -> Path:
+    return pid_dir / f"{chunk_id:06d}-{part or 'all'}.pid"
+
+
+def run_input_bytes(run_dir: Path) -> int:
+    total = 0
+    for entry in os.scandir(run_dir):
+        if entry.is_file():
+            total += entry.stat().st_size
+    return total
 
 
 def describe_failure(exc: BaseException) -> str:
@@ -65,16 +89,33 @@ def describe_failure(exc: BaseException) -> str:
 
 
 def w_process_chunk(spec: ChunkSpec) -> ChunkResult:
+    announced = pid_file(Path(spec.pid_dir), spec.chunk_id, spec.part) if spec.pid_dir else None
+    if announced is not None:
+        announced.parent.mkdir(parents=True, exist_ok=True)
+        announced.write_text(str(os.getpid()))
+    try:
+        return _process(spec)
+    finally:
+        if announced is not None:
+            announced.unlink(missing_ok=True)
+
+
+def _process(spec: ChunkSpec) -> ChunkResult:
+    baseline = psutil.Process().memory_info().rss
+    largest_run = 0
+    skip = dict(spec.skip_reasons)
     source = source_from_config(spec.source_config)
     staging = Path(spec.staging_root)
-    scratch = Path(spec.scratch_root) / f"chunk-{spec.chunk_id:06d}"
+    scratch = Path(spec.scratch_root) / f"chunk-{spec.chunk_id:06d}{spec.part}"
     schemas = {
         "instances": INSTANCES_SCHEMA,
         "evaluations": EVALUATIONS_SCHEMA,
         "runs": RUNS_SCHEMA,
     }
     writers = {
-        table: ShardWriter(staging, shard_path(table, spec.job_id, spec.chunk_id), table, schema)
+        table: ShardWriter(
+            staging, shard_path(table, spec.job_id, spec.chunk_id, spec.part), table, schema
+        )
         for table, schema in schemas.items()
     }
     outcomes: list[RunOutcome] = []
@@ -82,7 +123,10 @@ def w_process_chunk(spec: ChunkSpec) -> ChunkResult:
     try:
         for ref in spec.runs:
             try:
+                if ref.key in skip:
+                    raise RunConversionError(ref.location, skip[ref.key])
                 run_dir = source.fetch(ref, scratch)
+                largest_run = max(largest_run, run_input_bytes(run_dir))
                 converted = convert_run(run_dir, ref, spec.job_timestamp)
             except (RunConversionError, *RUN_LEVEL_ERRORS) as exc:
                 reason = describe_failure(exc)
@@ -115,4 +159,12 @@ def w_process_chunk(spec: ChunkSpec) -> ChunkResult:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return ChunkResult(spec.chunk_id, shards, tuple(outcomes), peak_kib * 1024)
+    return ChunkResult(
+        spec.chunk_id,
+        shards,
+        tuple(outcomes),
+        peak_kib * 1024,
+        part=spec.part,
+        baseline_bytes=baseline,
+        largest_run_bytes=largest_run,
+    )

@@ -34,7 +34,7 @@ def test_run_status_and_load_dataset(tmp_path: Path) -> None:
     assert "helmproc:" in proc.stderr  # narration on stderr, not stdout
     status = json.loads(helmproc(tmp_path, "status", "--json").stdout)
     assert status["done"] is True
-    assert status["chunks"]["cleaned"] == 3
+    assert status["chunks"]["cleaned"] == 5  # sizes 1, 2, 4, 4, 1
     assert status["runs"] == {"ok": 12, "failed": 0}
     assert status["failures"] == []
     assert status["started_at"] and status["updated_at"]

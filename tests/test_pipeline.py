@@ -46,7 +46,7 @@ def test_uninterrupted_run_writes_all_tables(tmp_path: Path, reference: dict[str
     report = run_to_end(FIXTURE, tmp_path / "out", tmp_path / "work").to_json()
     assert report["done"] is True
     assert report["runs"] == {"ok": 12, "failed": 0}
-    assert report["chunks"]["cleaned"] == 4
+    assert report["chunks"]["cleaned"] == 5  # sizes 1, 2, 3, 3, 3
     out = tmp_path / "out"
     runs = pq.read_table(sorted(out.glob("runs/**/*.parquet"))).to_pylist()
     assert sorted(r["helm_run"] for r in runs) == sorted(
@@ -213,7 +213,7 @@ def test_paths_follow_the_plan(tmp_path: Path) -> None:
     with started.journal as journal:
         job = journal.job()
         assert job is not None
-        assert [len(c.runs) for c in journal.plan()] == [5, 5, 2]
+        assert [len(c.runs) for c in journal.plan()] == [1, 2, 4, 5]  # ramp, then full
         assert isinstance(started.paths, JobPaths)
     again = start(FIXTURE, tmp_path / "out", tmp_path / "work", chunk_size=5)
     with again.journal as journal:
