@@ -15,12 +15,24 @@ from typing import Annotated
 import typer
 
 from helmproc.cli.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, describe
+from helmproc.cli.listing import (
+    AdapterMethodOpt,
+    BenchmarksOpt,
+    ExcludeOpt,
+    IncludeOpt,
+    LimitOpt,
+    ModelOpt,
+    SourceOpt,
+    build_source,
+    list_app,
+)
+from helmproc.engine.budget import format_size
 from helmproc.engine.jobs import DEFAULT_WORK_ROOT, find_journal
 from helmproc.engine.pipeline import ExecOptions
 from helmproc.engine.progress import progress_for
 from helmproc.engine.publishers import DirPublisher
-from helmproc.engine.runner import DEFAULT_CHUNK_SIZE, default_workers, execute_job, start_job
-from helmproc.engine.sources import DirSource
+from helmproc.engine.run_filters import RunFilters
+from helmproc.engine.runner import DEFAULT_CHUNK_SIZE, exec_options, execute_job, start_job
 from helmproc.journal.status import StatusReport, render_text
 from helmproc.journal.store import Journal
 
@@ -33,6 +45,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.add_typer(list_app, name="list")
 
 JournalOpt = Annotated[
     Path | None,
@@ -42,8 +55,24 @@ JournalOpt = Annotated[
     ),
 ]
 WorkersOpt = Annotated[
-    int | None,
-    typer.Option("--max-workers", min=1, help="Worker processes (default: CPU count)."),
+    str | None,
+    typer.Option(
+        "--max-workers", help="Worker processes: a number, or 'auto' (from the memory budget)."
+    ),
+]
+MemoryBudgetOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--memory-budget",
+        help="Memory for the whole process tree, e.g. 4G (default: 60% of available RAM).",
+    ),
+]
+DiskBudgetOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--disk-budget",
+        help="Disk for scratch + unpublished shards, e.g. 20G (default: half the free space).",
+    ),
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the final status as JSON.")]
@@ -69,6 +98,15 @@ def print_summary(report: StatusReport, as_json: bool) -> None:
         say("helmproc: some chunks did not finish; `helmproc resume` retries them")
 
 
+def announce_budget(options: ExecOptions) -> None:
+    budget = options.budget
+    if budget is not None:
+        say(
+            f"helmproc: {options.max_workers} workers, memory budget "
+            f"{format_size(budget.memory_budget)}, disk budget {format_size(budget.disk_budget)}"
+        )
+
+
 def finish(report: StatusReport, as_json: bool) -> None:
     print_summary(report, as_json)
     if not report.to_json()["done"]:
@@ -77,27 +115,36 @@ def finish(report: StatusReport, as_json: bool) -> None:
 
 @app.command()
 def run(
-    source: Annotated[
-        Path, typer.Option("--source", help="Local HELM benchmark_output/ or folder of run dirs.")
-    ],
+    source: SourceOpt = None,
     to: Annotated[
         Path, typer.Option("--to", help="Dataset folder to write (created if missing).")
     ] = DEFAULT_DESTINATION,
-    benchmark: Annotated[
-        str | None, typer.Option("--benchmark", help="HELM project name (e.g. lite, mmlu).")
+    benchmark: BenchmarksOpt = None,
+    release: Annotated[
+        str | None,
+        typer.Option("--release", help="Release to read ('latest', the bucket's default: newest)."),
     ] = None,
-    release: Annotated[str | None, typer.Option("--release", help="Release to read.")] = None,
     suite: Annotated[str | None, typer.Option("--suite", help="Suite to read.")] = None,
+    adapter_method: AdapterMethodOpt = None,
+    model: ModelOpt = None,
+    include: IncludeOpt = None,
+    exclude: ExcludeOpt = None,
+    limit: LimitOpt = None,
     journal: JournalOpt = None,
     chunk_size: Annotated[
         int, typer.Option("--chunk-size", min=1, help="Runs per chunk.")
     ] = DEFAULT_CHUNK_SIZE,
     max_workers: WorkersOpt = None,
+    memory_budget: MemoryBudgetOpt = None,
+    disk_budget: DiskBudgetOpt = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Convert HELM runs into a Parquet dataset, journaling progress so it can resume."""
-    src = DirSource(source, project=benchmark, release=release, suite=suite)
+    filters = RunFilters.build(
+        adapter_methods=adapter_method, models=model, include=include, exclude=exclude, limit=limit
+    )
+    src = build_source(source, benchmark, release, suite, filters)
     publisher = DirPublisher(to)
     started = start_job(
         src,
@@ -113,7 +160,8 @@ def run(
             f"{started.n_runs} runs in {started.n_chunks} chunks -> {publisher.root} "
             f"(journal {jr.path})"
         )
-        options = ExecOptions(max_workers=max_workers or default_workers())
+        options = exec_options(max_workers, memory_budget, disk_budget, jr.path.parent)
+        announce_budget(options)
         report = execute_job(jr, options, progress_for(sys.stderr, quiet))
     finish(report, as_json)
 
@@ -122,6 +170,8 @@ def run(
 def resume(
     journal: JournalOpt = None,
     max_workers: WorkersOpt = None,
+    memory_budget: MemoryBudgetOpt = None,
+    disk_budget: DiskBudgetOpt = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -129,7 +179,8 @@ def resume(
     path = find_journal(DEFAULT_WORK_ROOT, journal)
     with Journal.open(path) as jr:
         say(f"helmproc: resuming from {jr.path}")
-        options = ExecOptions(max_workers=max_workers or default_workers())
+        options = exec_options(max_workers, memory_budget, disk_budget, jr.path.parent)
+        announce_budget(options)
         report = execute_job(jr, options, progress_for(sys.stderr, quiet))
     finish(report, as_json)
 

@@ -13,7 +13,14 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from helmproc.engine.errors import JournalError
+from helmproc.engine.budget import (
+    INITIAL_CHUNK_ESTIMATE,
+    Budget,
+    default_disk_budget,
+    default_memory_budget,
+    parse_size,
+)
+from helmproc.engine.errors import ConfigError, JournalError
 from helmproc.engine.jobs import (
     JobPaths,
     job_paths,
@@ -43,6 +50,37 @@ class StartedJob:
 
 def default_workers() -> int:
     return max(1, os.cpu_count() or 1)
+
+
+def exec_options(
+    max_workers: str | None,
+    memory_budget: str | None,
+    disk_budget: str | None,
+    work_dir: Path,
+) -> ExecOptions:
+    """Runtime options from CLI text: worker count (a number or ``auto``) and budgets.
+
+    ``auto`` runs as many workers as the memory budget holds at the first estimate of a
+    worker's peak, at most one per CPU.
+    """
+    budget = Budget(
+        parse_size(memory_budget) if memory_budget else default_memory_budget(),
+        parse_size(disk_budget) if disk_budget else default_disk_budget(work_dir),
+    )
+    if max_workers is None:
+        workers = default_workers()
+    elif max_workers == "auto":
+        workers = max(1, min(default_workers(), budget.memory_budget // INITIAL_CHUNK_ESTIMATE))
+    else:
+        try:
+            workers = int(max_workers)
+        except ValueError:
+            raise ConfigError(
+                f"--max-workers must be a number or 'auto', not {max_workers!r}"
+            ) from None
+        if workers < 1:
+            raise ConfigError("--max-workers must be at least 1")
+    return ExecOptions(max_workers=workers, budget=budget)
 
 
 def start_job(

@@ -58,3 +58,28 @@ def grow_corpus(dest: Path, copies: int) -> list[str]:
             spec_path.write_text(json.dumps(spec, indent=2))
             names.append(spec["name"])
     return sorted(names)
+
+
+def inflate_run(run: Path, target: Path, factor: int, name_suffix: str = "big") -> Path:
+    """A copy of ``run`` with every instance repeated ``factor`` times under new ids."""
+    target.mkdir(parents=True, exist_ok=True)
+    for name in ("run_spec.json", "scenario.json", "stats.json"):
+        shutil.copyfile(run / name, target / name)
+    spec = json.loads((run / "run_spec.json").read_text())
+    spec["name"] = f"{spec['name']},{name_suffix}=1"
+    (target / "run_spec.json").write_text(json.dumps(spec))
+    state = json.loads((run / "scenario_state.json").read_text())
+    stats = json.loads((run / "per_instance_stats.json").read_text())
+    states, entries = [], []
+    for i in range(factor):
+        for rs in state["request_states"]:
+            copy = json.loads(json.dumps(rs))
+            copy["instance"]["id"] = f"{copy['instance']['id']}-{i}"
+            states.append(copy)
+        for entry in stats:
+            copy = dict(entry, instance_id=f"{entry['instance_id']}-{i}")
+            entries.append(copy)
+    state["request_states"] = states
+    (target / "scenario_state.json").write_text(json.dumps(state))
+    (target / "per_instance_stats.json").write_text(json.dumps(entries))
+    return target
