@@ -60,3 +60,14 @@ class NoJobError(JournalError):
 
 class PublishError(HelmprocError):
     """The destination refused or lost a shard."""
+
+
+class DiskFullError(HelmprocError):
+    """No space left where helmproc was writing. Terminal for the job until space is freed."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.path = path
+
+    def __str__(self) -> str:
+        return f"disk full at {self.path}"

@@ -10,13 +10,17 @@ work already done).
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from helmproc.engine.errors import DiskFullError
 from helmproc.journal.store import ShardFact
 
 COMPRESSION = "zstd"
@@ -24,6 +28,17 @@ COMPRESSION_LEVEL = 3
 ROW_GROUP_ROWS = 64 * 1024
 HASH_BLOCK_BYTES = 1 << 20
 TEMP_MARK = ".tmp-"
+
+
+@contextlib.contextmanager
+def disk_full_as_error(path: Path) -> Iterator[None]:
+    """Turn ENOSPC (raised by the OS or by Arrow's writer) into ``DiskFullError(path)``."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC or "No space left" in str(exc):
+            raise DiskFullError(str(path)) from None
+        raise
 
 
 def sha256_file(path: Path) -> str:
@@ -52,23 +67,26 @@ class ShardWriter:
         self.final = root / rel_path
         self.final.parent.mkdir(parents=True, exist_ok=True)
         self.temp = self.final.with_name(f"{self.final.name}{TEMP_MARK}{os.getpid()}")
-        self._writer = pq.ParquetWriter(
-            self.temp,
-            schema,
-            compression=COMPRESSION,
-            compression_level=COMPRESSION_LEVEL,
-        )
+        with disk_full_as_error(self.temp):
+            self._writer = pq.ParquetWriter(
+                self.temp,
+                schema,
+                compression=COMPRESSION,
+                compression_level=COMPRESSION_LEVEL,
+            )
         self.n_rows = 0
 
     def write(self, table: pa.Table) -> None:
         if table.num_rows:
-            self._writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
+            with disk_full_as_error(self.temp):
+                self._writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
             self.n_rows += table.num_rows
 
     def close(self) -> ShardFact:
-        self._writer.close()
-        with open(self.temp, "rb+") as fh:
-            os.fsync(fh.fileno())
+        with disk_full_as_error(self.temp):
+            self._writer.close()
+            with open(self.temp, "rb+") as fh:
+                os.fsync(fh.fileno())
         os.replace(self.temp, self.final)
         fsync_dir(self.final.parent)
         return ShardFact(
