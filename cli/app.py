@@ -14,7 +14,20 @@ from typing import Annotated
 
 import typer
 
+from helmproc.cli.destination import (
+    DEFAULT_FILES_PER_COMMIT,
+    CommitsPerHourOpt,
+    FilesPerCommitOpt,
+    PrivateOpt,
+    RepoIdOpt,
+    RevisionOpt,
+    UploadWorkersOpt,
+    destination_label,
+    make_publisher,
+    with_publishing,
+)
 from helmproc.cli.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, describe
+from helmproc.cli.export import export_eee_command
 from helmproc.cli.listing import (
     AdapterMethodOpt,
     BenchmarksOpt,
@@ -26,11 +39,11 @@ from helmproc.cli.listing import (
     build_source,
     list_app,
 )
+from helmproc.cli.verify import verify
 from helmproc.engine.budget import format_size
 from helmproc.engine.jobs import DEFAULT_WORK_ROOT, find_journal
 from helmproc.engine.pipeline import ExecOptions
 from helmproc.engine.progress import progress_for
-from helmproc.engine.publishers import DirPublisher
 from helmproc.engine.run_filters import RunFilters
 from helmproc.engine.runner import DEFAULT_CHUNK_SIZE, exec_options, execute_job, start_job
 from helmproc.journal.status import StatusReport, render_text
@@ -137,6 +150,12 @@ def run(
     max_workers: WorkersOpt = None,
     memory_budget: MemoryBudgetOpt = None,
     disk_budget: DiskBudgetOpt = None,
+    repo_id: RepoIdOpt = None,
+    revision: RevisionOpt = "main",
+    private: PrivateOpt = False,
+    upload_workers: UploadWorkersOpt = 1,
+    files_per_commit: FilesPerCommitOpt = DEFAULT_FILES_PER_COMMIT,
+    commits_per_hour: CommitsPerHourOpt = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -145,7 +164,7 @@ def run(
         adapter_methods=adapter_method, models=model, include=include, exclude=exclude, limit=limit
     )
     src = build_source(source, benchmark, release, suite, filters)
-    publisher = DirPublisher(to)
+    publisher = make_publisher(to, repo_id, revision, private)
     started = start_job(
         src,
         publisher,
@@ -157,10 +176,12 @@ def run(
         verb = "continuing" if started.continued else "starting"
         say(
             f"helmproc: {verb} job {jr.job().job_id if jr.job() else '?'}: "  # type: ignore[union-attr]
-            f"{started.n_runs} runs in {started.n_chunks} chunks -> {publisher.root} "
+            f"{started.n_runs} runs in {started.n_chunks} chunks -> "
+            f"{destination_label(publisher.config)} "
             f"(journal {jr.path})"
         )
         options = exec_options(max_workers, memory_budget, disk_budget, jr.path.parent)
+        options = with_publishing(options, upload_workers, files_per_commit, commits_per_hour)
         announce_budget(options)
         report = execute_job(jr, options, progress_for(sys.stderr, quiet))
     finish(report, as_json)
@@ -172,6 +193,9 @@ def resume(
     max_workers: WorkersOpt = None,
     memory_budget: MemoryBudgetOpt = None,
     disk_budget: DiskBudgetOpt = None,
+    upload_workers: UploadWorkersOpt = 1,
+    files_per_commit: FilesPerCommitOpt = DEFAULT_FILES_PER_COMMIT,
+    commits_per_hour: CommitsPerHourOpt = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -180,6 +204,7 @@ def resume(
     with Journal.open(path) as jr:
         say(f"helmproc: resuming from {jr.path}")
         options = exec_options(max_workers, memory_budget, disk_budget, jr.path.parent)
+        options = with_publishing(options, upload_workers, files_per_commit, commits_per_hour)
         announce_budget(options)
         report = execute_job(jr, options, progress_for(sys.stderr, quiet))
     finish(report, as_json)
@@ -198,6 +223,10 @@ def status(
         print(json.dumps(report.to_json(), indent=2, sort_keys=True))
     else:
         print(render_text(report))
+
+
+app.command(name="verify")(verify)
+app.command(name="export-eee")(export_eee_command)
 
 
 def main() -> None:

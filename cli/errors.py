@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from helmproc.engine.eee_export import DatasetError, DatasetNotFoundError, ExportIOError
 from helmproc.engine.errors import (
     ConfigError,
     HelmprocError,
@@ -20,6 +21,7 @@ from helmproc.engine.errors import (
     SourceError,
     TransientError,
 )
+from helmproc.engine.hub_retry import HubAuthError, HubUnavailableError
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -48,6 +50,32 @@ ERROR_TABLE: tuple[ErrorRow, ...] = (
     ErrorRow(JournalError, "journal error", "`helmproc status` shows what the journal holds"),
     ErrorRow(ConfigError, "invalid configuration", "see `helmproc run --help`", EXIT_USAGE),
     ErrorRow(SourceError, "cannot read the source", "check the --source / --release / --suite"),
+    ErrorRow(
+        HubAuthError,
+        "the Hugging Face Hub refused the credentials",
+        "set HF_TOKEN to a write token (or `hf auth login`), then `helmproc resume`",
+    ),
+    ErrorRow(
+        HubUnavailableError,
+        "the Hugging Face Hub is unavailable or rate limiting",
+        "`helmproc resume` continues later; commits that landed are not sent again",
+    ),
+    ErrorRow(
+        DatasetNotFoundError,
+        "no dataset folder",
+        "pass --from the folder `helmproc run --to` wrote",
+        EXIT_USAGE,
+    ),
+    ErrorRow(
+        DatasetError,
+        "not a helmproc dataset",
+        "write one with `helmproc run --source DIR --to DIR`",
+    ),
+    ErrorRow(
+        ExportIOError,
+        "export-eee could not read or write",
+        "fix the cause, then run the same `helmproc export-eee`: it rewrites the same files",
+    ),
     ErrorRow(PublishError, "publishing failed", "fix the destination, then `helmproc resume`"),
     ErrorRow(TransientError, "temporary failure", "`helmproc resume` continues where this stopped"),
     ErrorRow(HelmprocError, "error", "`helmproc status` shows the job's state"),

@@ -1,25 +1,32 @@
-"""Typed views of the HELM run files helmproc reads, and one decode helper.
+"""Typed views of the HELM run files helmproc reads, and the decode helpers.
 
 Each ``msgspec.Struct`` below declares only the fields the converter uses. msgspec skips every
-other key while parsing, so the bulky parts of a run (per-token ``tokens`` and old
-``top_logprobs``, embeddings, ``contrast_inputs``, annotations) are never turned into Python
-objects. HELM writes ``None`` fields by omitting the key, so every field that HELM may omit
-has a default here. Numbers are declared ``float`` (msgspec accepts JSON ints there, so
-``temperature: 0`` and ``0.0`` both decode); a few request fields are ``int | float`` because
-their text form is kept as HELM wrote it in EEE's string-valued ``additional_details``.
+other key while parsing (in C, without building Python objects), so the bulky parts of a run
+(per-token ``tokens`` with the ``top_logprobs`` HELM wrote before v0.5.0, embeddings,
+``contrast_inputs``, media locations) cost only a scan, and fields a newer HELM adds are
+ignored. HELM writes ``None`` fields by omitting the key, so every field that HELM may omit
+has a default here (``model_deployment`` exists since v0.4.0, ``annotations`` since v0.5.0,
+``thinking`` since v0.5.6; ``sub_split`` only in some scenarios). Numbers are declared
+``float`` (msgspec accepts JSON ints there, so ``temperature: 0`` and ``0.0`` both decode); a
+few request fields are ``int | float`` because their text form is kept as HELM wrote it in
+EEE's string-valued ``additional_details``.
 
 ``instance.input`` and ``reference.output`` are ``{"text": ...}`` objects since HELM v0.2.0
 and plain strings before; both decode (``str | Text``, read through :func:`text_of`).
+Multimodal inputs (v0.3.0+) keep each media object's content type and text part only.
+``annotations`` (LLM-judge output, arbitrary JSON) is decoded as plain Python data.
 All structs are ``gc=False`` (decoded JSON holds no reference cycles, so the cyclic garbage
 collector need not track the hundreds of thousands of small objects a large run decodes to).
 
-:func:`load_json` is the only way files are decoded: every failure becomes a
-:class:`RunConversionError` naming the file (``missing``, ``malformed JSON: ...``,
-``unexpected shape: <msgspec message with its JSON path>``). Old HELM (< v0.2.4) wrote bare
-``NaN`` into stats files, and model output can hold escaped lone UTF-16 surrogates
-(``"\\ud83d"``); msgspec rejects both. On such a decode error the file takes a slow path:
-lone surrogate escapes are replaced by U+FFFD (Arrow cannot store them), then the stdlib
-``json`` parses it (accepting ``NaN``/``Infinity``) and ``msgspec.convert`` types it.
+:func:`load_json` decodes a whole file, :func:`decode_json` one value cut out of a file (an
+element ``helm_stream`` found). Every failure becomes a :class:`RunConversionError` naming the
+file (``missing``, ``malformed JSON: ...``, ``unexpected shape: <msgspec message with its JSON
+path>``; for an element the path starts at the element, e.g. ``$.request_states[7]``).
+Old HELM (< v0.2.4) wrote bare ``NaN`` into stats files, and model output can hold escaped
+lone UTF-16 surrogates (``"\\ud83d"``); msgspec rejects both. On such a decode error the value
+takes a slow path: lone surrogate escapes are replaced by U+FFFD (Arrow cannot store them),
+then the stdlib ``json`` parses it (accepting ``NaN``/``Infinity``) and ``msgspec.convert``
+types it.
 
 This module holds no state besides a cache of one decoder per type.
 """
@@ -38,6 +45,7 @@ from helmproc.engine.errors import RunConversionError
 __all__ = [
     "Completion",
     "Instance",
+    "MediaObject",
     "MetricName",
     "PerInstanceStats",
     "PerturbationDescription",
@@ -50,6 +58,7 @@ __all__ = [
     "ScenarioState",
     "Stat",
     "Text",
+    "decode_json",
     "load_json",
     "text_of",
 ]
@@ -67,10 +76,22 @@ STATS_FILE = "stats.json"
 PER_INSTANCE_STATS_FILE = "per_instance_stats.json"
 
 
+class MediaObject(msgspec.Struct, gc=False):
+    """One part of a multimodal input: its content type and, for text parts, the text."""
+
+    content_type: str = ""
+    text: str | None = None
+
+
+class MultimediaObject(msgspec.Struct, gc=False):
+    media_objects: list[MediaObject] = []
+
+
 class Text(msgspec.Struct, gc=False):
-    """HELM ``Input`` / ``Output``: only the text (multimedia content is ignored)."""
+    """HELM ``Input`` / ``Output``: the text and, for multimodal inputs, the media parts."""
 
     text: str = ""
+    multimedia_content: MultimediaObject | None = None
 
 
 def text_of(value: str | Text) -> str:
@@ -153,6 +174,7 @@ class Instance(msgspec.Struct, gc=False):
     input: str | Text = ""
     references: list[Reference] = []
     split: str | None = None
+    sub_split: str | None = None
     perturbation: PerturbationDescription | None = None
 
 
@@ -167,6 +189,8 @@ class Request(msgspec.Struct, gc=False):
     echo_prompt: bool = False
     presence_penalty: int | float | None = None
     frequency_penalty: int | float | None = None
+    multimodal_prompt: MultimediaObject | None = None
+    messages: list[dict[str, Any]] | None = None
 
 
 class Thinking(msgspec.Struct, gc=False):
@@ -196,6 +220,7 @@ class RequestState(msgspec.Struct, gc=False):
     request_mode: str | None = None
     output_mapping: dict[str, str] | None = None
     result: RequestResult | None = None
+    annotations: dict[str, Any] | None = None
 
 
 class ScenarioState(msgspec.Struct, gc=False):
@@ -230,23 +255,41 @@ def load_json(path: Path, type_: type[T]) -> T:
         raise RunConversionError(name, "missing") from None
     except OSError as exc:
         raise RunConversionError(name, f"unreadable: {exc.strerror or exc}") from None
+    return decode_json(data, type_, name)
+
+
+def decode_json(data: bytes | memoryview, type_: type[T], file: str, at: str = "$") -> T:
+    """Decode one JSON value (a whole file, or the element at JSON path ``at`` of ``file``).
+
+    Same errors and the same NaN / lone-surrogate fallback as :func:`load_json`; error paths
+    are reported from ``at`` (e.g. ``$.request_states[7].instance``).
+    """
     try:
         return _decoder(type_).decode(data)  # type: ignore[no-any-return]
     except msgspec.ValidationError as exc:
-        raise RunConversionError(name, f"unexpected shape: {exc}") from None
+        raise RunConversionError(file, f"unexpected shape: {_rebase(str(exc), at)}") from None
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         first_error = exc
     # Not strict JSON. Lone UTF-16 surrogate escapes become U+FFFD (Arrow cannot store them)
     # and the stdlib parser accepts NaN / Infinity (old HELM stats files).
-    data = _replace_lone_surrogates(data)
     try:
-        obj = json.loads(data)
+        obj = json.loads(_replace_lone_surrogates(bytes(data)))
     except (ValueError, RecursionError):
-        raise RunConversionError(name, f"malformed JSON: {first_error}") from None
+        where = "" if at == "$" else f" (in {at})"
+        raise RunConversionError(file, f"malformed JSON: {first_error}{where}") from None
     try:
         return msgspec.convert(obj, type_)
     except msgspec.ValidationError as exc:
-        raise RunConversionError(name, f"unexpected shape: {exc}") from None
+        raise RunConversionError(file, f"unexpected shape: {_rebase(str(exc), at)}") from None
+
+
+def _rebase(message: str, at: str) -> str:
+    """A msgspec error message with its JSON path made relative to ``at`` instead of ``$``."""
+    if at == "$":
+        return message
+    if " - at `$" in message:
+        return message.replace(" - at `$", f" - at `{at}", 1)
+    return f"{message} - at `{at}`"
 
 
 _LONE_SURROGATE = re.compile(

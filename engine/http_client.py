@@ -1,11 +1,13 @@
 """HTTP GETs that survive a flaky network: timeouts, deadlines, retries, gzip, length checks.
 
 Every request has a connect timeout, a read timeout (the longest silence between two bytes)
-and an overall deadline per attempt, so nothing hangs. Connection errors, timeouts, 408, 429
-(waiting at least its ``Retry-After``), 5xx, truncated bodies, length or md5 mismatches and
-broken gzip streams are retried with exponential backoff and full jitter, up to
-``max_attempts``; then ``HttpRetriesExhaustedError`` (a ``TransientError``) names the URL and the
-last failure. 404 raises ``HttpNotFoundError`` at once; any other status ``HttpStatusError``.
+and an overall deadline per attempt (``deadline_s``, raised for a large declared length to
+what ``min_rate_bytes_s`` needs, so multi-GB files are not cut), so nothing hangs.
+Connection errors, timeouts, 408, 429 (waiting at least its ``Retry-After``), 5xx, truncated
+bodies, length or md5 mismatches and broken gzip streams are retried with exponential backoff
+and full jitter, up to ``max_attempts``; then ``HttpRetriesExhaustedError`` (a
+``TransientError``) names the URL and the last failure. 404 raises ``HttpNotFoundError`` at
+once; any other status ``HttpStatusError``.
 
 Downloads stream to ``<dest>.part`` and are renamed to ``dest`` only once complete and checked,
 so a crash leaves at most a ``.part`` file in the caller's scratch folder (the worker removes the
@@ -30,6 +32,7 @@ import random
 import tempfile
 import threading
 import time
+import urllib.request
 import zlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
@@ -58,7 +61,8 @@ class ClientSettings:
 
     connect_timeout_s: float = 10.0
     read_timeout_s: float = 60.0
-    deadline_s: float = 1800.0  # one attempt, first byte sent to last byte read
+    deadline_s: float = 1800.0  # one attempt, first byte sent to last byte read ...
+    min_rate_bytes_s: float = 256 * 1024  # ... or longer for big bodies: length / this rate
     max_attempts: int = 6
     base_delay_s: float = 0.5
     max_delay_s: float = 30.0
@@ -152,6 +156,13 @@ def process_session() -> requests.Session:
             session.mount("http://", adapter)
             session.mount("https://", adapter)
             session.headers["User-Agent"] = USER_AGENT
+            if not urllib.request.getproxies():
+                # Nothing to take from the environment but a CA bundle: skip requests' per-call
+                # scan of os.environ (and ~/.netrc, whose credentials we never want to send).
+                session.trust_env = False
+                bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+                if bundle:
+                    session.verify = bundle
             _session, _session_pid = session, os.getpid()
         return _session
 
@@ -266,6 +277,9 @@ class HttpClient:
                                       f"Content-Encoding {encoding!r}")
             inflater = zlib.decompressobj(16 + zlib.MAX_WBITS) if encoding == "gzip" else None
             expected = _content_length(response)
+            deadline_s = settings.deadline_s
+            if expected is not None and settings.min_rate_bytes_s > 0:
+                deadline_s = max(deadline_s, expected / settings.min_rate_bytes_s)
             md5 = hashlib.md5(usedforsecurity=False)
             n_wire = n_out = 0
             dest.parent.mkdir(parents=True, exist_ok=True)
@@ -277,10 +291,9 @@ class HttpClient:
                         data = inflater.decompress(block) if inflater else block
                         out.write(data)
                         n_out += len(data)
-                        if time.monotonic() - started > settings.deadline_s:
+                        if time.monotonic() - started > deadline_s:
                             raise _Retryable(
-                                f"deadline of {settings.deadline_s:g}s passed after "
-                                f"{n_wire} bytes"
+                                f"deadline of {deadline_s:.1f}s passed after {n_wire} bytes"
                             )
                     if inflater is not None:
                         tail = inflater.flush()

@@ -16,9 +16,10 @@ benchmark root itself (``--benchmark`` then only names the project in the output
   skipped silently.
 
 Every path part is URL-quoted (run names hold ``:``, ``,``, ``=``, spaces). ``fetch`` downloads
-the five files the converter reads (smallest first, so a missing ``stats.json`` fails the run
-before ``scenario_state.json`` is fetched) plus ``encryption_data.json`` when it exists, into
-``scratch``; it first removes the previous run's download, so scratch holds one run at a time.
+the five files the converter reads plus ``encryption_data.json`` when it exists, into
+``scratch``, in two phases of parallel downloads: the small files first, so a missing
+``stats.json`` fails the run before ``scenario_state.json`` is fetched. It first removes the
+previous run's download, so scratch holds one run at a time.
 404 of a required file fails that run (``RunConversionError`` naming file and URL); network
 trouble that outlasts the retries raises ``TransientError`` and fails the chunk, which the
 coordinator (or ``resume``) retries. The source holds no state on disk: after a crash the
@@ -28,9 +29,10 @@ worker's scratch folder is swept and the run fetched again.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,6 +64,13 @@ REQUIRED_FILES = (
     "scenario_state.json",
 )
 OPTIONAL_FILES = ("encryption_data.json",)
+# Fetch order: small files first, side by side, so a missing one fails the run before the
+# large ones are fetched.
+FETCH_PHASES = (
+    ("run_spec.json", "scenario.json", "stats.json", *OPTIONAL_FILES),
+    ("per_instance_stats.json", "scenario_state.json"),
+)
+FETCH_THREADS = 4
 DEFAULT_PAGE_SIZE = 1000
 MAX_LISTING_PAGES = 10_000
 SPEC_FETCH_THREADS = 8
@@ -196,7 +205,9 @@ class HttpSource:
                     dirs.append(child[len(prefix) :].strip("/"))
             for item in page.get("items") or ():
                 if isinstance(item, dict) and str(item.get("name", "")).startswith(prefix):
-                    objects.append((item["name"][len(prefix) :], int(item.get("size") or 0)))
+                    size = str(item.get("size") or "0")
+                    name = item["name"][len(prefix) :]
+                    objects.append((name, int(size) if size.isdigit() else 0))
             token = page.get("nextPageToken") or None
             if token is None:
                 return Listing(tuple(sorted(set(dirs))), tuple(sorted(set(objects))))
@@ -326,22 +337,39 @@ class HttpSource:
                 if old != run_dir:
                     shutil.rmtree(old, ignore_errors=True)
         run_dir.mkdir(parents=True, exist_ok=True)
-        for file in REQUIRED_FILES:
-            url = self.url(f"{ref.location}/{file}")
-            try:
-                self.client.download(url, run_dir / file)
-            except HttpNotFoundError:
-                raise RunConversionError(file, f"not found (HTTP 404) at {redact(url)}") from None
-            except HttpStatusError as exc:
-                raise RunConversionError(file, str(exc)) from None
-        for file in OPTIONAL_FILES:
-            try:
-                self.client.download(self.url(f"{ref.location}/{file}"), run_dir / file)
-            except HttpNotFoundError:
-                pass
-            except HttpStatusError as exc:
-                raise RunConversionError(file, str(exc)) from None
+        pool = fetch_pool()
+        for phase in FETCH_PHASES:
+            # The files of a phase download side by side (latency, not bandwidth, dominates
+            # small files); every one finishes before an error is raised, so no thread writes
+            # into scratch after fetch returns. Errors are reported in file order.
+            futures = [pool.submit(self._fetch_file, ref, f, run_dir) for f in phase]
+            wait(futures)
+            for future in futures:
+                future.result()
         return run_dir
+
+    def _fetch_file(self, ref: RunRef, file: str, run_dir: Path) -> None:
+        url = self.url(f"{ref.location}/{file}")
+        try:
+            self.client.download(url, run_dir / file)
+        except HttpNotFoundError:
+            if file in OPTIONAL_FILES:
+                return
+            raise RunConversionError(file, f"not found (HTTP 404) at {redact(url)}") from None
+        except HttpStatusError as exc:
+            raise RunConversionError(file, str(exc)) from None
+
+_pool: ThreadPoolExecutor | None = None
+_pool_pid = 0
+
+
+def fetch_pool() -> ThreadPoolExecutor:
+    """This process's download threads (like the session: one per process, never forked)."""
+    global _pool, _pool_pid
+    if _pool is None or _pool_pid != os.getpid():
+        _pool = ThreadPoolExecutor(FETCH_THREADS, thread_name_prefix="helmproc-fetch")
+        _pool_pid = os.getpid()
+    return _pool
 
 
 def _root_of(ref: RunRef) -> str | None:

@@ -24,6 +24,10 @@ that alone exceeds the budget is killed; its piece of work is split in halves an
 as failed with the reason. The chunk is journaled ``processed`` once all its pieces are done,
 with the shards of every piece. Split decisions are not journaled: after a crash the chunk
 starts whole again and splits the same way.
+
+The dataset card rides with the session's first commit, is refreshed every ``card_interval_s``
+(riding with the next commit) and is committed on its own at the end. Commits are paced by the
+destination's ``max_commits_per_hour`` unless ``commits_per_hour`` overrides it.
 """
 
 from __future__ import annotations
@@ -42,9 +46,10 @@ from pathlib import Path
 from typing import Any
 
 from helmproc.engine.budget import Budget, dir_bytes, format_size
-from helmproc.engine.committer import Committer
+from helmproc.engine.commit_pacer import CommitPacer
+from helmproc.engine.committer import Committer, PublishReport
 from helmproc.engine.dataset_card import render_card
-from helmproc.engine.errors import PublishError
+from helmproc.engine.errors import HelmprocError, PublishError
 from helmproc.engine.jobs import JobPaths
 from helmproc.engine.progress import NullProgress, Progress
 from helmproc.engine.publishers import Publisher
@@ -56,6 +61,7 @@ from helmproc.journal.store import ChunkPlan, ChunkState, ChunkStatus, Journal, 
 
 POLL_S = 0.2
 DEFAULT_MAX_ATTEMPTS = 3
+CARD_INTERVAL_S = 600.0
 
 
 DISK_SAMPLE_S = 2.0
@@ -67,6 +73,10 @@ class ExecOptions:
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     publish_max_files: int = 50
     budget: Budget | None = field(default=None, compare=False)
+    upload_workers: int = 1
+    # None: the destination's own pace (Hub: 100 commits/hour; a local folder: unlimited)
+    commits_per_hour: float | None = None
+    card_interval_s: float = CARD_INTERVAL_S
 
 
 @dataclass(frozen=True)
@@ -148,7 +158,6 @@ class Coordinator:
         self.job = job
         self.plan: dict[int, ChunkPlan] = {c.chunk_id: c for c in journal.plan()}
         self.budget = options.budget
-        self._card_written = False
         # pieces of each chunk still being worked on, and finished pieces' results
         self._parts: dict[int, set[str]] = {}
         self._done_parts: dict[int, list[ChunkResult]] = {}
@@ -182,11 +191,31 @@ class Coordinator:
             (self.paths.staging / fact.path).unlink(missing_ok=True)
         self.journal.record_cleaned(cid)
 
-    def _write_card(self) -> None:
+    def _card_text(self) -> str:
         status = self.journal.status().to_json()
         sources = [str(self.source_config.get("root") or self.source_config.get("base_url"))]
-        self.publisher.write_card(render_card(status, sources))
-        self._card_written = True
+        return render_card(status, sources)
+
+    def _committer(self) -> Committer:
+        pace = self.options.commits_per_hour
+        if pace is None:
+            pace = self.publisher.max_commits_per_hour
+        return Committer(
+            self.publisher,
+            self.paths.staging,
+            self.options.publish_max_files,
+            workers=self.options.upload_workers,
+            pacer=CommitPacer(pace),
+        )
+
+    def _check_report(self, report: PublishReport) -> None:
+        if report.error is None:
+            return
+        if isinstance(report.error, HelmprocError):  # already names the destination and a hint
+            raise report.error
+        raise PublishError(
+            f"publishing chunks {list(report.chunk_ids)} failed: {report.error}"
+        ) from report.error
 
     # -- budget --------------------------------------------------------------------------
     def _staged_bytes(self, staged: dict[int, tuple[ShardFact, ...]]) -> int:
@@ -303,7 +332,9 @@ class Coordinator:
 
         attempts: dict[int, int] = {}  # failures of each chunk in this session
         queue: deque[Task] = deque(Task(cid, "", self.plan[cid].runs) for cid in repairs.to_process)
-        committer = Committer(self.publisher, self.paths.staging, self.options.publish_max_files)
+        committer = self._committer()
+        committer.submit_card(self._card_text())  # rides with the session's first commit
+        card_at = time.monotonic()
         for cid in repairs.to_publish:
             committer.submit(cid, statuses[cid].shards)
         staged: dict[int, tuple[ShardFact, ...]] = {
@@ -347,20 +378,21 @@ class Coordinator:
                         shutil.rmtree(self.pid_dir, ignore_errors=True)
                         pool = self.pool_factory(self.options.max_workers)
                 for report in committer.reports(timeout=0 if inflight else POLL_S):
-                    if report.error is not None:
-                        raise PublishError(
-                            f"publishing chunks {list(report.chunk_ids)} failed: {report.error}"
-                        ) from report.error
+                    self._check_report(report)
                     for cid in report.chunk_ids:
                         self.journal.record_uploaded(cid, report.commit_id or "")
                         self._clean(cid, staged.pop(cid))
                         self.progress.chunk_published(cid, len(self.plan[cid].runs))
-                    if not self._card_written:
-                        self._write_card()
+                if time.monotonic() - card_at >= self.options.card_interval_s:
+                    committer.submit_card(self._card_text())  # rides with the next commit
+                    card_at = time.monotonic()
+            committer.submit_card(self._card_text(), alone=True)  # the final card
+            committer.close(drain=True)
+            for report in committer.reports(timeout=0):
+                self._check_report(report)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
             committer.close()
-        self._write_card()
         report_ = self.journal.status()
         self.progress.finish(report_)
         return report_

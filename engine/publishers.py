@@ -5,6 +5,9 @@ makes them part of the destination in one step (a "commit"), returning a commit 
 is idempotent: shard paths are deterministic, so publishing the same shard twice leaves one
 copy. ``published_commit`` tells, after a crash, whether a batch already landed (every path
 present with the journaled sha256) so resume can journal it without sending it again.
+``publish`` may carry the dataset card along (``card``), so a remote destination does not spend
+a commit on it; ``max_commits_per_hour`` is the destination's default commit pace (None: no
+limit). ``HubPublisher`` (a Hugging Face dataset repo) lives in ``hub_publisher``.
 
 DirPublisher writes each file to a temporary name in the destination, fsyncs it, renames it
 into place and fsyncs the directory, so a crash leaves either the old state or the new file,
@@ -28,11 +31,16 @@ CARD_PATH = "README.md"
 
 
 class Publisher(Protocol):
+    max_commits_per_hour: float | None
+
     @property
     def config(self) -> dict[str, Any]: ...
 
-    def publish(self, staging: Path, shards: Sequence[ShardFact], message: str) -> str:
-        """Make every shard part of the destination; return the commit id."""
+    def publish(
+        self, staging: Path, shards: Sequence[ShardFact], message: str, card: str | None = None
+    ) -> str:
+        """Make every shard (and ``card`` as README.md, if given) part of the destination;
+        return the commit id."""
         ...
 
     def published_commit(self, shards: Sequence[ShardFact]) -> str | None:
@@ -41,6 +49,11 @@ class Publisher(Protocol):
 
     def write_card(self, text: str) -> None:
         """Create or replace the dataset card."""
+        ...
+
+    def prepare(self) -> None:
+        """Get the destination ready for writes (idempotent; the committer calls it at start,
+        in the background, so e.g. creating a Hub repo overlaps the first chunk's work)."""
         ...
 
     def check(self, shard: ShardFact) -> str | None:
@@ -59,6 +72,7 @@ class DirPublisher:
     """A local dataset folder: ``instances/``, ``evaluations/``, ``runs/``, ``README.md``."""
 
     kind = "dir"
+    max_commits_per_hour: float | None = None
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root).resolve()
@@ -83,7 +97,9 @@ class DirPublisher:
                 os.fsync(fh.fileno())
         os.replace(temp, final)
 
-    def publish(self, staging: Path, shards: Sequence[ShardFact], message: str) -> str:
+    def publish(
+        self, staging: Path, shards: Sequence[ShardFact], message: str, card: str | None = None
+    ) -> str:
         dirs: set[Path] = set()
         for fact in shards:
             src = staging / fact.path
@@ -93,12 +109,17 @@ class DirPublisher:
             dirs.add((self.root / fact.path).parent)
         for d in sorted(dirs):
             fsync_dir(d)
+        if card is not None:
+            self.write_card(card)
         return batch_commit_id(shards)
 
     def published_commit(self, shards: Sequence[ShardFact]) -> str | None:
         if all(self.check(fact) is None for fact in shards):
             return batch_commit_id(shards)
         return None
+
+    def prepare(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
 
     def write_card(self, text: str) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -129,4 +150,8 @@ def publisher_from_config(config: dict[str, Any]) -> Publisher:
     kind = config.get("kind")
     if kind == DirPublisher.kind:
         return DirPublisher(config["root"])
+    if kind == "hub":
+        from helmproc.engine.hub_publisher import HubPublisher
+
+        return HubPublisher.from_config(config)
     raise ConfigError(f"unknown destination kind {kind!r} in job config")

@@ -104,6 +104,20 @@ class ShardWriter:
             self.temp.unlink(missing_ok=True)
 
 
+def write_bytes_durably(root: Path, rel_path: str, data: bytes) -> None:
+    """Write ``data`` to ``root/rel_path`` the same durable way shards are written."""
+    final = root / rel_path
+    final.parent.mkdir(parents=True, exist_ok=True)
+    temp = final.with_name(f"{final.name}{TEMP_MARK}{os.getpid()}")
+    with disk_full_as_error(temp):
+        with open(temp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+    os.replace(temp, final)
+    fsync_dir(final.parent)
+
+
 def shard_matches(root: Path, fact: ShardFact) -> bool:
     """True when ``root/fact.path`` exists with the journaled size and sha256."""
     path = root / fact.path

@@ -7,8 +7,10 @@ journal. If the worker dies mid-chunk, the only trace is ``*.tmp-*`` files (swep
 or complete shards the journal does not know about (rewritten identically on resume).
 
 A run that cannot be converted becomes a ``failed`` outcome with its reason; its chunk still
-completes. Errors of the machine (disk full, out of memory) fail the whole chunk instead, so
-the coordinator can retry it.
+completes. A run's instance rows reach the shard only after the whole run converted
+(``run_spool``: runs of several batches are spooled to scratch first), so a run failing
+midway leaves no rows behind. Errors of the machine (disk full, out of memory) fail the
+whole chunk instead, so the coordinator can retry it.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import psutil
 from helmproc.engine.convert import convert_run
 from helmproc.engine.errors import RunConversionError
 from helmproc.engine.plan import shard_path
+from helmproc.engine.run_spool import StagedInstances
 from helmproc.engine.runs import RunOutcome, RunRef
 from helmproc.engine.shards import ShardWriter
 from helmproc.engine.sources import source_from_config
@@ -128,12 +131,17 @@ def _process(spec: ChunkSpec) -> ChunkResult:
                 run_dir = source.fetch(ref, scratch)
                 largest_run = max(largest_run, run_input_bytes(run_dir))
                 converted = convert_run(run_dir, ref, spec.job_timestamp)
+                # All of a run's rows or none: a big run is spooled until it has converted.
+                staged = StagedInstances.stage(converted, scratch)
             except (RunConversionError, *RUN_LEVEL_ERRORS) as exc:
                 reason = describe_failure(exc)
                 outcomes.append(RunOutcome(ref, ok=False, n_instances=0, n_rows=0, error=reason))
                 run_rows.append(RunRow(ref, None, None, None, 0, 0, "failed", reason))
                 continue
-            writers["instances"].write(converted.instances)
+            try:
+                staged.write_to(writers["instances"])
+            finally:
+                staged.discard()
             writers["evaluations"].write(converted.evaluations)
             outcomes.append(
                 RunOutcome(ref, ok=True, n_instances=converted.n_instances, n_rows=converted.n_rows)

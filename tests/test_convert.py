@@ -135,12 +135,32 @@ def expected_rows(run_dir: Path) -> dict[RowKey, float]:
 
 
 def expected_evaluations(run_dir: Path) -> dict[str, float]:
-    """First usable core stats.json value per evaluation_result_id."""
-    evaluations: dict[str, float] = {}
+    """One value per evaluation_result_id from the usable core stats.json entries: the first
+    entry fixes perturbation.computed_on; among those, the first without sub_split wins,
+    else the sub_split entries (first per sub_split) are merged as sum of sums / sum of
+    counts (how helm-summarize shows a split)."""
+    by_id: dict[str, list[dict[str, Any]]] = {}
     for stat in read(run_dir, "stats.json"):
-        score = usable(stat) if is_core(stat) else None
-        if score is not None:
-            evaluations.setdefault(result_id(stat["name"]), score)
+        if is_core(stat) and usable(stat) is not None:
+            by_id.setdefault(result_id(stat["name"]), []).append(stat)
+    evaluations: dict[str, float] = {}
+    for rid, stats in by_id.items():
+        def computed_on(stat: dict[str, Any]) -> Any:
+            return (stat["name"].get("perturbation") or {}).get("computed_on")
+
+        same = [s for s in stats if computed_on(s) == computed_on(stats[0])]
+        whole = [s for s in same if not s["name"].get("sub_split")]
+        if whole:
+            evaluations[rid] = usable(whole[0])  # type: ignore[assignment]
+            continue
+        firsts: dict[str, dict[str, Any]] = {}
+        for s in same:
+            firsts.setdefault(s["name"]["sub_split"], s)
+        if len(firsts) == 1:
+            evaluations[rid] = usable(same[0])  # type: ignore[assignment]
+        else:
+            total = sum(s["sum"] for s in firsts.values())
+            evaluations[rid] = total / sum(s["count"] for s in firsts.values())
     return evaluations
 
 
