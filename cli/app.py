@@ -41,6 +41,7 @@ from helmproc.cli.listing import (
 )
 from helmproc.cli.verify import verify
 from helmproc.engine.budget import format_size
+from helmproc.engine.interrupts import JobInterrupted
 from helmproc.engine.jobs import DEFAULT_WORK_ROOT, find_journal
 from helmproc.engine.pipeline import ExecOptions
 from helmproc.engine.progress import progress_for
@@ -71,6 +72,13 @@ WorkersOpt = Annotated[
     str | None,
     typer.Option(
         "--max-workers", help="Worker processes: a number, or 'auto' (from the memory budget)."
+    ),
+]
+ExecutorOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--executor",
+        help="Where chunks run: 'local' (a process pool, default) or 'dask://HOST:PORT'.",
     ),
 ]
 MemoryBudgetOpt = Annotated[
@@ -150,6 +158,7 @@ def run(
     max_workers: WorkersOpt = None,
     memory_budget: MemoryBudgetOpt = None,
     disk_budget: DiskBudgetOpt = None,
+    executor: ExecutorOpt = None,
     repo_id: RepoIdOpt = None,
     revision: RevisionOpt = "main",
     private: PrivateOpt = False,
@@ -180,7 +189,9 @@ def run(
             f"{destination_label(publisher.config)} "
             f"(journal {jr.path})"
         )
-        options = exec_options(max_workers, memory_budget, disk_budget, jr.path.parent)
+        options = exec_options(
+            max_workers, memory_budget, disk_budget, jr.path.parent, executor
+        )
         options = with_publishing(options, upload_workers, files_per_commit, commits_per_hour)
         announce_budget(options)
         report = execute_job(jr, options, progress_for(sys.stderr, quiet))
@@ -193,6 +204,7 @@ def resume(
     max_workers: WorkersOpt = None,
     memory_budget: MemoryBudgetOpt = None,
     disk_budget: DiskBudgetOpt = None,
+    executor: ExecutorOpt = None,
     upload_workers: UploadWorkersOpt = 1,
     files_per_commit: FilesPerCommitOpt = DEFAULT_FILES_PER_COMMIT,
     commits_per_hour: CommitsPerHourOpt = None,
@@ -203,7 +215,9 @@ def resume(
     path = find_journal(DEFAULT_WORK_ROOT, journal)
     with Journal.open(path) as jr:
         say(f"helmproc: resuming from {jr.path}")
-        options = exec_options(max_workers, memory_budget, disk_budget, jr.path.parent)
+        options = exec_options(
+            max_workers, memory_budget, disk_budget, jr.path.parent, executor
+        )
         options = with_publishing(options, upload_workers, files_per_commit, commits_per_hour)
         announce_budget(options)
         report = execute_job(jr, options, progress_for(sys.stderr, quiet))
@@ -232,8 +246,9 @@ app.command(name="export-eee")(export_eee_command)
 def main() -> None:
     try:
         rc = app(standalone_mode=False)
-    except KeyboardInterrupt:
-        say("helmproc: interrupted; `helmproc resume` continues where this stopped")
+    except (KeyboardInterrupt, JobInterrupted) as exc:
+        detail = f" ({exc})" if isinstance(exc, JobInterrupted) else ""
+        say(f"helmproc: interrupted{detail}; `helmproc resume` continues where this stopped")
         sys.exit(EXIT_INTERRUPTED)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from helmproc.engine.eee_export import DatasetError, DatasetNotFoundError, ExportIOError
 from helmproc.engine.errors import (
     ConfigError,
+    DiskFullError,
     HelmprocError,
     IllegalTransitionError,
     JournalError,
@@ -75,6 +76,11 @@ ERROR_TABLE: tuple[ErrorRow, ...] = (
         ExportIOError,
         "export-eee could not read or write",
         "fix the cause, then run the same `helmproc export-eee`: it rewrites the same files",
+    ),
+    ErrorRow(
+        DiskFullError,
+        "out of disk space",
+        "free space (or lower --disk-budget), then `helmproc resume`",
     ),
     ErrorRow(PublishError, "publishing failed", "fix the destination, then `helmproc resume`"),
     ErrorRow(TransientError, "temporary failure", "`helmproc resume` continues where this stopped"),

@@ -174,12 +174,13 @@ class Budget:
 
 
 def dir_bytes(path: Path) -> int:
+    """Bytes of the files under ``path``; files and folders vanishing mid-walk (workers clean
+    their scratch while we count) are skipped, never an error."""
     total = 0
-    if path.exists():
-        for p in path.rglob("*"):
+    for folder, _dirs, files in os.walk(path, onerror=lambda _err: None):
+        for name in files:
             try:
-                if p.is_file():
-                    total += p.stat().st_size
+                total += os.stat(os.path.join(folder, name)).st_size
             except OSError:
                 pass
     return total

@@ -12,13 +12,14 @@ bytes they are written as. No I/O, so the same rows always give the same bytes.
   only place that tells MMLU-style runs with equal ``evaluation_id`` apart.
   ``model_info.inference_platform`` is the run's model deployment before its ``/``.
   Infinite metric bounds are written as EEE's ``"Infinity"`` / ``"-Infinity"`` strings.
-- **Sample lines** (``InstanceLevelEvaluationLog``): every EEE field of the row with
-  explicit nulls, except ``evaluation_result_id`` which is left out when null (fallback rows
-  of entries without a core stat: EEE's schema types it as a string, so null is invalid).
+- **Sample lines** (``InstanceLevelEvaluationLog``): every EEE field of the row
+  (:data:`SAMPLE_FIELDS`; provenance and other columns are left out) with explicit nulls,
+  except ``evaluation_result_id``, left out when null (fallback rows of entries without a
+  core stat: EEE's schema types it as a string, so null is invalid).
   ``model_id`` is the record's (:class:`eee_layout.RecordLayout`) so it equals the
   aggregate's ``model_info.id``. String maps stored as ``[{key, value}]`` become objects.
   One compact JSON object per line, UTF-8, LF-terminated. Lines are built a record batch at
-  a time (:func:`sample_lines`): column-wise ``to_pylist`` without the provenance columns.
+  a time (:func:`sample_lines`): column-wise ``to_pylist`` of the EEE columns only.
 
 Sample lines are encoded by msgspec (compact, keys in insertion order); the aggregate by
 the stdlib's C encoder, re-indented by ``msgspec.json.format``. Numbers are checked on the
@@ -48,8 +49,17 @@ MODEL_PLACEHOLDERS = {"deployment_type": "unknown", "model_availability": "unkno
 SAMPLES_FORMAT = "jsonl"
 HASH_ALGORITHM = "sha256"
 
-# Instance-table columns that are HELM provenance, not EEE fields.
-PROVENANCE_PREFIX = "helm_"
+# The top-level fields of EEE's InstanceLevelEvaluationLog. Only these columns of the
+# instances table become sample fields: provenance (``helm_*``) and any column added later
+# that EEE does not define are left out (the schema forbids additional properties).
+SAMPLE_FIELDS = frozenset(
+    {
+        "schema_version", "evaluation_id", "model_id", "evaluation_name",
+        "evaluation_result_id", "sample_id", "sample_hash", "interaction_type", "input",
+        "output", "messages", "answer_attribution", "evaluation", "token_usage",
+        "performance", "error", "metadata",
+    }
+)  # fmt: skip
 
 JsonDict = dict[str, Any]
 
@@ -226,13 +236,13 @@ def samples_reference(layout: RecordLayout, checksum: str, total_rows: int) -> J
 
 def sample_record(row: Mapping[str, Any], model_id: str) -> JsonDict:
     """One sample line from one ``instances`` row (rules in the module docstring)."""
-    record = {k: v for k, v in row.items() if not k.startswith(PROVENANCE_PREFIX)}
+    record = {k: v for k, v in row.items() if k in SAMPLE_FIELDS}
     return _as_sample(record, model_id)
 
 
 def _as_sample(record: JsonDict, model_id: str) -> JsonDict:
-    """Rewrite, in place, the few fields of an instances row (provenance already left out)
-    that differ in EEE; every other value passes through unchanged."""
+    """Rewrite, in place, the few fields of an instances row (only SAMPLE_FIELDS kept) that
+    differ in EEE; every other value passes through unchanged."""
     if "model_id" in record:
         record["model_id"] = model_id
     if record.get("evaluation_result_id", "") is None:
@@ -279,7 +289,7 @@ def sample_lines(batch: pa.RecordBatch, model_id: str) -> list[bytes]:
     bad = non_finite_fields(batch)
     if bad:
         raise ValueError(f"non-finite number in {', '.join(bad)}")
-    names = [n for n in batch.schema.names if not n.startswith(PROVENANCE_PREFIX)]
+    names = [n for n in batch.schema.names if n in SAMPLE_FIELDS]
     n_rows = batch.num_rows
     columns = [
         [None] * n_rows if name == "model_id" else batch.column(name).to_pylist()

@@ -41,6 +41,8 @@ DASK_CONNECT_TIMEOUT_S = 30
 class ChunkExecutor(Protocol):
     #: exception types meaning "the worker died", not "the chunk is bad"
     lost_worker_errors: tuple[type[BaseException], ...]
+    #: whether losing one worker fails every chunk in flight (a process pool breaks)
+    restart_on_loss: bool
 
     def submit(self, spec: ChunkSpec) -> Future[Any]: ...
 
@@ -49,6 +51,10 @@ class ChunkExecutor(Protocol):
         ...
 
     def shutdown(self) -> None: ...
+
+    def kill(self) -> None:
+        """Stop every worker now, without waiting for the chunks they hold."""
+        ...
 
 
 def make_pool(max_workers: int) -> ProcessPoolExecutor:
@@ -59,6 +65,7 @@ def make_pool(max_workers: int) -> ProcessPoolExecutor:
 
 class LocalExecutor:
     lost_worker_errors: tuple[type[BaseException], ...] = (BrokenProcessPool,)
+    restart_on_loss = True
 
     def __init__(self, max_workers: int) -> None:
         self.pool = make_pool(max_workers)
@@ -72,6 +79,12 @@ class LocalExecutor:
 
     def shutdown(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def kill(self) -> None:
+        # ProcessPoolExecutor has no public kill; its process table is the only handle.
+        for proc in list(getattr(self.pool, "_processes", {}).values()):
+            proc.kill()
+        self.pool.shutdown(wait=False, cancel_futures=True)
 
 
 def w_process_chunk_remote(spec: ChunkSpec) -> tuple[ChunkResult, dict[str, bytes]]:
@@ -89,6 +102,8 @@ def w_process_chunk_remote(spec: ChunkSpec) -> tuple[ChunkResult, dict[str, byte
 
 
 class DaskExecutor:
+    restart_on_loss = False
+
     def __init__(self, address: str, timeout: float = DASK_CONNECT_TIMEOUT_S) -> None:
         try:
             from distributed import Client
@@ -98,7 +113,10 @@ class DaskExecutor:
             raise ConfigError(
                 "--executor dask://... needs Dask: pip install 'helmproc[dask]'"
             ) from None
-        self.lost_worker_errors = (KilledWorker, FutureCancelledError)
+        self.lost_worker_errors: tuple[type[BaseException], ...] = (
+            KilledWorker,
+            FutureCancelledError,
+        )
         try:
             self.client = Client(address, timeout=timeout)
         except (OSError, TimeoutError) as exc:
@@ -125,6 +143,9 @@ class DaskExecutor:
     def shutdown(self) -> None:
         self.executor.shutdown(wait=False)
         self.client.close()
+
+    def kill(self) -> None:
+        self.shutdown()  # the cluster cancels our tasks when the client goes
 
 
 def parse_executor(text: str | None) -> str:

@@ -16,11 +16,12 @@ must match before each element; a file laid out otherwise (compact JSON from oth
 an element with bare ``NaN``, which msgspec rejects) falls back, element by element, to a
 string-aware bracket counter in Python: correct, but slower.
 
-Measured with ``bench/convert_bench.py --compare-parsers`` on a generated 200 MB
-``scenario_state.json`` (pre-v0.5 per-token ``top_logprobs``), cutting out and decoding every
-request state: this module ~210 MB/s on indented files, ~17 MB/s through the fallback; ijson
-(yajl2_c backend, building each element as Python objects, then ``msgspec.convert``) ~45 MB/s.
-Hence this scanner, and no ijson dependency.
+Measured with ``bench/convert_bench.py --compare-parsers 200`` (a generated 200 MB
+``scenario_state.json`` with pre-v0.5 per-token ``top_logprobs``; cutting out and decoding
+every request state; one core): this module ~255 MB/s on HELM's indented layout and ~23 MB/s
+through the fallback; ijson with its yajl2_c backend (each element built as Python objects,
+then ``msgspec.convert``) ~90 MB/s; msgspec on the whole file ~500 MB/s, but with the file
+and all its states in memory. Hence this scanner, and no ijson dependency.
 
 Memory: one read block (:data:`BLOCK_BYTES`) plus the current element (a block grows to hold an
 element bigger than itself). Nothing is written; a crash leaves nothing behind. Errors raise
@@ -131,7 +132,10 @@ def _array_elements(reader: _Reader) -> Iterator[tuple[int, memoryview]]:
     """Yield the elements of the array whose ``[`` is at the cursor; stop after its ``]``."""
     reader.pos += 1
     lead = reader.skip_whitespace()
-    if reader.next_char() == _CLOSE_ARRAY:
+    first = reader.next_char()
+    if first is None:
+        reader.malformed("Input data was truncated")
+    if first == _CLOSE_ARRAY:
         reader.pos += 1
         return
     # The elements' closing line, from the indentation before the first one (none without

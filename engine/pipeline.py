@@ -32,14 +32,13 @@ destination's ``max_commits_per_hour`` unless ``commits_per_hour`` overrides it.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import shutil
 import signal
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,13 +48,15 @@ from helmproc.engine.budget import Budget, dir_bytes, format_size
 from helmproc.engine.commit_pacer import CommitPacer
 from helmproc.engine.committer import Committer, PublishReport
 from helmproc.engine.dataset_card import render_card
-from helmproc.engine.errors import HelmprocError, PublishError
+from helmproc.engine.errors import DiskFullError, HelmprocError, PublishError
+from helmproc.engine.executors import LOCAL, ChunkExecutor, make_executor
+from helmproc.engine.interrupts import JobInterrupted, StopRequest
 from helmproc.engine.jobs import JobPaths
 from helmproc.engine.progress import NullProgress, Progress
 from helmproc.engine.publishers import Publisher
 from helmproc.engine.runs import RunOutcome, RunRef
 from helmproc.engine.shards import remove_temp_files, shard_matches
-from helmproc.engine.worker import ChunkResult, ChunkSpec, w_process_chunk
+from helmproc.engine.worker import ChunkResult, ChunkSpec
 from helmproc.journal.status import StatusReport
 from helmproc.journal.store import ChunkPlan, ChunkState, ChunkStatus, Journal, ShardFact
 
@@ -77,6 +78,8 @@ class ExecOptions:
     # None: the destination's own pace (Hub: 100 commits/hour; a local folder: unlimited)
     commits_per_hour: float | None = None
     card_interval_s: float = CARD_INTERVAL_S
+    # "local" (process pool) or "dask://HOST:PORT"
+    executor: str = LOCAL
 
 
 @dataclass(frozen=True)
@@ -97,12 +100,6 @@ class RepairPlan:
     to_publish: tuple[int, ...]
     to_clean: tuple[int, ...]
     recovered_uploads: tuple[tuple[int, str], ...]
-
-
-def make_pool(max_workers: int) -> ProcessPoolExecutor:
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["helmproc.engine.worker"])
-    return ProcessPoolExecutor(max_workers=max_workers, mp_context=ctx)
 
 
 def decide_repairs(
@@ -143,7 +140,7 @@ class Coordinator:
         publisher: Publisher,
         options: ExecOptions,
         progress: Progress | None = None,
-        pool_factory: Callable[[int], ProcessPoolExecutor] = make_pool,
+        pool_factory: Callable[[int], ChunkExecutor] | None = None,
     ) -> None:
         self.journal = journal
         self.paths = paths
@@ -151,7 +148,8 @@ class Coordinator:
         self.publisher = publisher
         self.options = options
         self.progress: Progress = progress or NullProgress()
-        self.pool_factory = pool_factory
+        self.pool_factory = pool_factory or (lambda n: make_executor(options.executor, n))
+        self._fatal: BaseException | None = None
         job = journal.job()
         if job is None:
             raise ValueError("journal holds no job")
@@ -341,32 +339,36 @@ class Coordinator:
             cid: statuses[cid].shards for cid in repairs.to_publish
         }
         pool = self.pool_factory(self.options.max_workers)
-        inflight: dict[Future[ChunkResult], Task] = {}
+        inflight: dict[Future[Any], Task] = {}
+        stop = StopRequest(on_first=self._stopping)
         try:
-            while queue or inflight or committer.pending:
+            stop.__enter__()
+            while (queue and not self._halted(stop)) or inflight or committer.pending:
                 while (
                     queue
+                    and not self._halted(stop)
                     and len(inflight) < self.options.max_workers
                     and self._admit(queue[0], inflight, staged)
                 ):
                     task = queue.popleft()
-                    inflight[pool.submit(w_process_chunk, self._spec(task.chunk_id, task))] = task
+                    inflight[pool.submit(self._spec(task.chunk_id, task))] = task
                 if inflight:
                     done, _ = wait(list(inflight), timeout=POLL_S, return_when=FIRST_COMPLETED)
                     self._stop_overruns()
                     broken = False
                     for fut in done:
                         task = inflight.pop(fut)
-                        exc = fut.exception()
-                        if exc is None:
-                            result = fut.result()
-                            if self._piece_done(result):
-                                cid = result.chunk_id
-                                staged[cid] = self.journal.chunk_status(cid).shards
-                                committer.submit(cid, staged[cid])
+                        try:
+                            result = pool.collect(fut, self.paths.staging)
+                        except Exception as exc:
+                            lost = isinstance(exc, pool.lost_worker_errors)
+                            broken = broken or (lost and pool.restart_on_loss)
+                            self._task_failed(task, exc, attempts, queue)
                             continue
-                        broken = broken or isinstance(exc, BrokenProcessPool)
-                        self._task_failed(task, exc, attempts, queue)
+                        if self._piece_done(result):
+                            cid = result.chunk_id
+                            staged[cid] = self.journal.chunk_status(cid).shards
+                            committer.submit(cid, staged[cid])
                     if broken:
                         died = BrokenProcessPool("worker died")
                         for fut, task in list(inflight.items()):
@@ -374,7 +376,7 @@ class Coordinator:
                             self._task_failed(task, died, attempts, queue)
                         inflight.clear()
                         self._pool_killed = False
-                        pool.shutdown(wait=True, cancel_futures=True)
+                        pool.shutdown()
                         shutil.rmtree(self.pid_dir, ignore_errors=True)
                         pool = self.pool_factory(self.options.max_workers)
                 for report in committer.reports(timeout=0 if inflight else POLL_S):
@@ -386,16 +388,37 @@ class Coordinator:
                 if time.monotonic() - card_at >= self.options.card_interval_s:
                     committer.submit_card(self._card_text())  # rides with the next commit
                     card_at = time.monotonic()
-            committer.submit_card(self._card_text(), alone=True)  # the final card
+            if not queue:
+                committer.submit_card(self._card_text(), alone=True)  # the final card
             committer.close(drain=True)
             for report in committer.reports(timeout=0):
                 self._check_report(report)
+        except KeyboardInterrupt:
+            pool.kill()  # the second signal: stop at once; resume sweeps what they left
+            raise
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            stop.__exit__()
+            pool.shutdown()
             committer.close()
+        if self._fatal is not None:
+            raise self._fatal
+        if queue:
+            raise JobInterrupted(
+                f"stopped on request after finishing the chunks in flight; {len(queue)} "
+                "chunks left"
+            )
         report_ = self.journal.status()
         self.progress.finish(report_)
         return report_
+
+    def _stopping(self, signal_name: str) -> None:
+        self.progress.note(
+            f"{signal_name}: finishing the chunks in flight, then stopping "
+            "(again to stop at once; `helmproc resume` continues)"
+        )
+
+    def _halted(self, stop: StopRequest) -> bool:
+        return stop.requested or self._fatal is not None
 
     def _task_failed(
         self, task: Task, exc: BaseException, attempts: dict[int, int], queue: deque[Task]
@@ -407,8 +430,13 @@ class Coordinator:
         if isinstance(exc, BrokenProcessPool) and self._pool_killed:
             queue.appendleft(task)  # collateral of another piece's overrun: not its fault
             return
-        reason = f"{type(exc).__name__}: {exc}"
+        reason = str(exc) if isinstance(exc, HelmprocError) else f"{type(exc).__name__}: {exc}"
         self.journal.record_failed(task.chunk_id, reason)
+        if isinstance(exc, DiskFullError):
+            self._fatal = exc  # no retry can succeed until space is freed
+            self.progress.chunk_failed(task.chunk_id, reason)
+            queue.appendleft(task)
+            return
         attempts[task.chunk_id] = attempts.get(task.chunk_id, 0) + 1
         self.progress.chunk_failed(task.chunk_id, reason)
         if attempts[task.chunk_id] < self.options.max_attempts:

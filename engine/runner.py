@@ -21,6 +21,7 @@ from helmproc.engine.budget import (
     parse_size,
 )
 from helmproc.engine.errors import ConfigError, JournalError
+from helmproc.engine.executors import parse_executor
 from helmproc.engine.jobs import (
     JobPaths,
     job_paths,
@@ -57,6 +58,7 @@ def exec_options(
     memory_budget: str | None,
     disk_budget: str | None,
     work_dir: Path,
+    executor: str | None = None,
 ) -> ExecOptions:
     """Runtime options from CLI text: worker count (a number or ``auto``) and budgets.
 
@@ -80,7 +82,7 @@ def exec_options(
             ) from None
         if workers < 1:
             raise ConfigError("--max-workers must be at least 1")
-    return ExecOptions(max_workers=workers, budget=budget)
+    return ExecOptions(max_workers=workers, budget=budget, executor=parse_executor(executor))
 
 
 def start_job(

@@ -108,7 +108,10 @@ INSTANCES_SCHEMA = pa.schema(
     ]
 )
 """One row per (instance, perturbation, train trial) x core metric; key: provenance +
-(sample_id, helm_perturbation, helm_train_trial, evaluation_result_id)."""
+(sample_id, helm_perturbation, helm_train_trial, evaluation_result_id). ``metadata`` (EEE's
+string map, null when empty) carries the HELM facts EEE has no field for: ``sub_split``,
+``media`` (e.g. ``"image/png x2"``), ``annotations`` (JSON text) and ``encrypted``
+(``"true"`` while texts are still ``[encrypted_text_N]`` placeholders); see ``instance_rows``."""
 
 SOURCE_DATA_TYPE = pa.struct(
     [

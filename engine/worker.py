@@ -158,6 +158,7 @@ def _process(spec: ChunkSpec) -> ChunkResult:
                     None,
                 )
             )
+            del converted, staged  # the run's index must not outlive it into the next run
         writers["runs"].write(runs_table(run_rows))
         shards = tuple(writer.close() for writer in writers.values())
     except BaseException:

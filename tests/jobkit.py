@@ -36,11 +36,17 @@ def start(source_root: Path, dest: Path, work_root: Path, chunk_size: int = 3, *
 
 
 def run_to_end(
-    source_root: Path, dest: Path, work_root: Path, chunk_size: int = 3, workers: int = 2, **kw
+    source_root: Path,
+    dest: Path,
+    work_root: Path,
+    chunk_size: int = 3,
+    workers: int = 2,
+    executor: str = "local",
+    **kw,
 ) -> StatusReport:
     started = start(source_root, dest, work_root, chunk_size, **kw)
     with started.journal as journal:
-        return execute_job(journal, ExecOptions(max_workers=workers))
+        return execute_job(journal, ExecOptions(max_workers=workers, executor=executor))
 
 
 def grow_corpus(dest: Path, copies: int) -> list[str]:

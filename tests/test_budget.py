@@ -16,7 +16,6 @@ from helmproc.engine.plan import ramp_sizes
 from helmproc.engine.publishers import DirPublisher
 from helmproc.engine.runner import exec_options, execute_job, start_job
 from helmproc.engine.sources import DirSource
-from helmproc.journal.store import Journal
 
 MiB = 1 << 20
 

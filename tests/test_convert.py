@@ -134,6 +134,10 @@ def expected_rows(run_dir: Path) -> dict[RowKey, float]:
     return rows
 
 
+def computed_on(stat: dict[str, Any]) -> Any:
+    return (stat["name"].get("perturbation") or {}).get("computed_on")
+
+
 def expected_evaluations(run_dir: Path) -> dict[str, float]:
     """One value per evaluation_result_id from the usable core stats.json entries: the first
     entry fixes perturbation.computed_on; among those, the first without sub_split wins,
@@ -145,9 +149,6 @@ def expected_evaluations(run_dir: Path) -> dict[str, float]:
             by_id.setdefault(result_id(stat["name"]), []).append(stat)
     evaluations: dict[str, float] = {}
     for rid, stats in by_id.items():
-        def computed_on(stat: dict[str, Any]) -> Any:
-            return (stat["name"].get("perturbation") or {}).get("computed_on")
-
         same = [s for s in stats if computed_on(s) == computed_on(stats[0])]
         whole = [s for s in same if not s["name"].get("sub_split")]
         if whole:

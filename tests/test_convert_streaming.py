@@ -134,6 +134,21 @@ def test_batches_do_not_depend_on_the_path(large_run: Path) -> None:
     assert streamed == whole and len(whole) > 10
 
 
+def test_lone_surrogates_and_nan_stream_through_the_slow_decoder(tmp_path: Path) -> None:
+    """Elements msgspec rejects (lone surrogate escapes, bare NaN) take the fallback decoder
+    element by element, with the same result as the whole-file fallback."""
+    run_dir = copy_run("v1.0.0/simple_mcqa:model=simple_model1", tmp_path)
+    path = run_dir / "scenario_state.json"
+    path.write_text(path.read_text().replace('"text": "Answer:"', '"text": "Answer:\\ud83d"', 1))
+    edit_json(
+        run_dir / "per_instance_stats.json",
+        lambda e: [{**e[0], "stats": [{**e[0]["stats"][0], "mean": float("nan")}]}, *e[1:]],
+    )
+    streamed, whole = convert(run_dir, True), convert(run_dir, False)
+    assert_same_run(streamed, whole)
+    assert "Answer:\ufffd" in {r["output"]["raw"][0] for r in streamed.instances.to_pylist()}
+
+
 # --- memory ---------------------------------------------------------------------------------
 
 
@@ -226,6 +241,30 @@ def test_streamed_files_fail_like_whole_files(
             convert(run_dir, stream)
         assert info.value.file == file
         assert info.value.reason.startswith(reason), (stream, info.value.reason)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    file=st.sampled_from(["scenario_state.json", "per_instance_stats.json"]),
+    where=st.floats(0, 1),
+    length=st.integers(0, 40),
+    insert=st.sampled_from(list(b'{}[]",:\\ \n0aN')),
+)
+def test_damaged_bytes_in_a_streamed_file_fail_only_with_run_conversion_error(
+    tmp_path_factory: pytest.TempPathFactory, file: str, where: float, length: int, insert: int
+) -> None:
+    run_dir = copy_run("v1.0.0/simple_mcqa:model=simple_model1", tmp_path_factory.mktemp("d"))
+    path = run_dir / file
+    data = bytearray(path.read_bytes())
+    at = int(where * (len(data) - 1))
+    data[at : at + length] = bytes([insert])
+    path.write_bytes(bytes(data))
+    try:
+        run = convert(run_dir, True, batch_bytes=3000)
+        run.instances.validate(full=True)
+    except RunConversionError as exc:
+        # e.g. a damaged instance id in per_instance_stats.json has no request state
+        assert exc.file in ("scenario_state.json", "per_instance_stats.json")
 
 
 # --- the element scanner on its own ------------------------------------------------------

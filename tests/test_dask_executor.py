@@ -59,7 +59,8 @@ def test_dask_output_is_byte_identical_to_the_local_pool(
 def _processed(journal: Path) -> int:
     try:
         with sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=1) as db:
-            return int(db.execute("SELECT count(*) FROM events WHERE state='processed'").fetchone()[0])
+            query = "SELECT count(*) FROM events WHERE state='processed'"
+            return int(db.execute(query).fetchone()[0])
     except sqlite3.OperationalError:
         return 0
 

@@ -419,10 +419,11 @@ def test_fallback_rows_leave_evaluation_result_id_out(dataset: Path) -> None:
     row = read_table(dataset, "instances").slice(0, 1).to_pylist()[0]
     row["evaluation_result_id"] = None
     row["metadata"] = [{"key": "subject", "value": "x"}]
+    row["a_future_column"] = "not an EEE field"
     record = sample_record(row, "dev/model")
     assert "evaluation_result_id" not in record
     assert record["metadata"] == {"subject": "x"} and record["model_id"] == "dev/model"
-    assert not any(k.startswith("helm_") for k in record)
+    assert not any(k.startswith("helm_") for k in record) and "a_future_column" not in record
     validator.validate(record)
 
 
