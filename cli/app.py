@@ -8,6 +8,7 @@ command leaves the journal as the engine left it, and ``helmproc resume`` contin
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -247,6 +248,7 @@ def main() -> None:
     try:
         rc = app(standalone_mode=False)
     except (KeyboardInterrupt, JobInterrupted) as exc:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # already stopping: a late Ctrl-C is moot
         detail = f" ({exc})" if isinstance(exc, JobInterrupted) else ""
         say(f"helmproc: interrupted{detail}; `helmproc resume` continues where this stopped")
         sys.exit(EXIT_INTERRUPTED)

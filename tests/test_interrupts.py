@@ -1,0 +1,160 @@
+"""Stopping on purpose and by accident: SIGINT/SIGTERM (once, twice) and a full disk."""
+
+from __future__ import annotations
+
+import errno
+import json
+import multiprocessing
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import pytest
+from jobkit import FIXED_EPOCH, FIXTURE, folder_digest, grow_corpus, run_to_end, start
+
+from helmproc.engine import shards
+from helmproc.engine.errors import DiskFullError
+from helmproc.engine.executors import LocalExecutor
+from helmproc.engine.pipeline import Coordinator, ExecOptions
+from helmproc.engine.publishers import DirPublisher
+from helmproc.engine.runner import execute_job
+from helmproc.journal.store import Journal
+
+HELMPROC = [sys.executable, "-m", "helmproc.cli"]
+
+
+def env() -> dict[str, str]:
+    return dict(os.environ, SOURCE_DATE_EPOCH=FIXED_EPOCH)
+
+
+def processed_events(cwd: Path) -> int:
+    found = list(cwd.glob(".helmproc/jobs/*/journal.sqlite"))
+    if not found:
+        return 0
+    try:
+        with sqlite3.connect(f"file:{found[0]}?mode=ro", uri=True, timeout=1) as db:
+            query = "SELECT count(*) FROM events WHERE state='processed'"
+            return int(db.execute(query).fetchone()[0])
+    except sqlite3.OperationalError:
+        return 0
+
+
+def status(cwd: Path) -> dict:
+    proc = subprocess.run(
+        [*HELMPROC, "status", "--json"], cwd=cwd, env=env(), capture_output=True, text=True
+    )
+    return json.loads(proc.stdout)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    """A 56-run corpus and the digest of its uninterrupted conversion."""
+    root = tmp_path_factory.mktemp("interrupts")
+    grow_corpus(root / "corpus", copies=8)
+    ref = root / "ref"
+    ref.mkdir()
+    args = ["run", "--source", str(root / "corpus"), "--to", "out", "--chunk-size", "2"]
+    subprocess.run([*HELMPROC, *args, "--quiet"], cwd=ref, env=env(), check=True, timeout=300)
+    return root / "corpus", folder_digest(ref / "out")
+
+
+@pytest.mark.parametrize(
+    "signals",
+    [
+        [signal.SIGINT],  # Ctrl-C once: finish chunks in flight, then stop
+        [signal.SIGTERM],  # a service manager's stop: same
+        [signal.SIGINT, signal.SIGINT],  # twice: stop at once
+    ],
+)
+def test_signal_stops_with_130_and_resume_completes(
+    tmp_path: Path, corpus: tuple[Path, dict[str, str]], signals: list[signal.Signals]
+) -> None:
+    source, reference = corpus
+    args = ["run", "--source", str(source), "--to", "out"]
+    args += ["--chunk-size", "2", "--max-workers", "1"]
+    proc = subprocess.Popen(
+        [*HELMPROC, *args],
+        cwd=tmp_path,
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and processed_events(tmp_path) < 1:
+        time.sleep(0.005)
+    for sig in signals:
+        proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "helmproc resume" in err
+    if len(signals) == 1:
+        assert "finishing the chunks in flight" in err
+    before = status(tmp_path)
+    assert before["done"] is False
+    # a graceful stop leaves no chunk half-way: each is planned, cleaned, or (rarely) waiting
+    # to be published; never processed-and-lost
+    resumed = subprocess.run(
+        [*HELMPROC, "resume", "--quiet"], cwd=tmp_path, env=env(), capture_output=True, text=True
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert status(tmp_path)["done"] is True
+    assert folder_digest(tmp_path / "out") == reference
+
+
+class ForkExecutor(LocalExecutor):
+    """The local executor with fork-started workers, so a test's patch reaches them."""
+
+    def __init__(self, max_workers: int) -> None:
+        self.pool = ProcessPoolExecutor(max_workers, mp_context=multiprocessing.get_context("fork"))
+
+
+def test_disk_full_fails_the_chunk_names_the_path_and_resume_succeeds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", FIXED_EPOCH)
+    run_to_end(FIXTURE, tmp_path / "ref", tmp_path / "w0")
+    reference = folder_digest(tmp_path / "ref")
+
+    real_write = shards.ShardWriter.write
+    calls = {"n": 0}
+
+    def full_after_a_while(self: shards.ShardWriter, table) -> None:  # type: ignore[no-untyped-def]
+        if self.table == "instances" and "000002" in self.rel_path:
+            with shards.disk_full_as_error(self.temp):
+                raise OSError(errno.ENOSPC, "No space left on device")
+        calls["n"] += 1
+        real_write(self, table)
+
+    monkeypatch.setattr(shards.ShardWriter, "write", full_after_a_while)
+    started = start(FIXTURE, tmp_path / "out", tmp_path / "work")
+    with started.journal as journal:
+        coord = Coordinator(
+            journal,
+            started.paths,
+            journal.job().config["source"],  # type: ignore[union-attr]
+            DirPublisher(tmp_path / "out"),
+            ExecOptions(max_workers=1),
+            pool_factory=ForkExecutor,
+        )
+        with pytest.raises(DiskFullError) as info:
+            coord.execute()
+        assert "disk full at" in str(info.value)
+        assert "instances-000002.parquet" in str(info.value)
+        failed = [e for e in journal.events() if e["state"] == "failed"]
+        assert [e["chunk_id"] for e in failed] == [2]  # recorded once, not retried blindly
+        assert failed[0]["payload"]["error"].startswith("disk full at")
+        report = journal.status().to_json()
+        assert report["done"] is False and report["chunks"]["failed"] == 1
+    assert not list(started.paths.staging.rglob("*.tmp-*"))  # no half-written shard left
+
+    monkeypatch.setattr(shards.ShardWriter, "write", real_write)  # space freed
+    with Journal.open(started.paths.journal) as journal:
+        assert execute_job(journal, ExecOptions(max_workers=1)).to_json()["done"] is True
+    assert folder_digest(tmp_path / "out") == reference
