@@ -19,9 +19,9 @@ import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 
 from helmproc.engine.errors import PublishError, TransientError
+from helmproc.engine.http_client import parse_retry_after
 
 DEFAULT_MAX_ATTEMPTS = 8
 DEFAULT_BASE_DELAY_S = 2.0
@@ -100,17 +100,7 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
 
 
 def _retry_after_s(headers: Mapping[str, str]) -> float | None:
-    value = headers.get("retry-after") or headers.get("Retry-After")
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(when.timestamp() - time.time(), 0.0)
+    return parse_retry_after(headers.get("retry-after") or headers.get("Retry-After"))
 
 
 def rate_limit_wait_s(headers: Mapping[str, str], message: str, policy: RetryPolicy) -> float:
