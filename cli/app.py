@@ -7,6 +7,7 @@ command leaves the journal as the engine left it, and ``helmproc resume`` contin
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import sys
@@ -41,7 +42,7 @@ from helmproc.cli.listing import (
     list_app,
 )
 from helmproc.cli.verify import verify
-from helmproc.engine.budget import format_size
+from helmproc.engine.budget import format_size, parse_size
 from helmproc.engine.interrupts import JobInterrupted
 from helmproc.engine.jobs import DEFAULT_WORK_ROOT, find_journal
 from helmproc.engine.pipeline import ExecOptions
@@ -114,8 +115,13 @@ def print_summary(report: StatusReport, as_json: bool) -> None:
         f"{'done' if data['done'] else 'incomplete'}: {runs['ok']} runs converted, "
         f"{runs['failed']} failed, {data['rows']} instance rows"
     )
-    for failure in data["failures"]:
-        say(f"  failed run {failure['run']}: {failure['reason']}")
+    for group in data["failures_by_reason"]:
+        runs = group["runs"]
+        more = f" and {len(runs) - 1} more" if len(runs) > 1 else ""
+        say(f"  {len(runs)} failed: {group['example']} ({runs[0]}{more})")
+    if data["failures"]:
+        say("helmproc: `helmproc status` lists failed runs; fix the input, then "
+            "`helmproc resume --retry-failed` retries them")
     if not data["done"]:
         say("helmproc: some chunks did not finish; `helmproc resume` retries them")
 
@@ -160,6 +166,14 @@ def run(
     memory_budget: MemoryBudgetOpt = None,
     disk_budget: DiskBudgetOpt = None,
     executor: ExecutorOpt = None,
+    max_file_bytes: Annotated[
+        str | None,
+        typer.Option(
+            "--max-file-bytes",
+            help="Fail a run whose input file is larger than this, e.g. 2G (default: no limit). "
+            "Recorded with the job.",
+        ),
+    ] = None,
     repo_id: RepoIdOpt = None,
     revision: RevisionOpt = "main",
     private: PrivateOpt = False,
@@ -181,6 +195,7 @@ def run(
         chunk_size=chunk_size,
         work_root=DEFAULT_WORK_ROOT,
         journal_path=journal,
+        max_file_bytes=parse_size(max_file_bytes) if max_file_bytes else None,
     )
     with started.journal as jr:
         verb = "continuing" if started.continued else "starting"
@@ -209,6 +224,14 @@ def resume(
     upload_workers: UploadWorkersOpt = 1,
     files_per_commit: FilesPerCommitOpt = DEFAULT_FILES_PER_COMMIT,
     commits_per_hour: CommitsPerHourOpt = None,
+    retry_failed: Annotated[
+        bool,
+        typer.Option(
+            "--retry-failed",
+            help="Also retry the runs that failed: their chunks are processed and published "
+            "again (the other runs' rows come out identical).",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -220,6 +243,7 @@ def resume(
             max_workers, memory_budget, disk_budget, jr.path.parent, executor
         )
         options = with_publishing(options, upload_workers, files_per_commit, commits_per_hour)
+        options = dataclasses.replace(options, retry_failed=retry_failed)
         announce_budget(options)
         report = execute_job(jr, options, progress_for(sys.stderr, quiet))
     finish(report, as_json)

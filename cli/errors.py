@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from helmproc.engine.eee_export import DatasetError, DatasetNotFoundError, ExportIOError
 from helmproc.engine.errors import (
+    BadJournalFileError,
     ConfigError,
     DiskFullError,
     HelmprocError,
@@ -47,6 +48,12 @@ ERROR_TABLE: tuple[ErrorRow, ...] = (
         IllegalTransitionError,
         "journal refused a state change",
         "this is a bug; `helmproc status` shows the recorded state",
+    ),
+    ErrorRow(
+        BadJournalFileError,
+        "journal unreadable",
+        "check that --journal names the job's journal.sqlite, or restore it from a backup; "
+        "moving it aside and running the same `helmproc run` starts the job over",
     ),
     ErrorRow(JournalError, "journal error", "`helmproc status` shows what the journal holds"),
     ErrorRow(ConfigError, "invalid configuration", "see `helmproc run --help`", EXIT_USAGE),

@@ -58,6 +58,10 @@ class NoJobError(JournalError):
     """No journal / job was found where one was expected."""
 
 
+class BadJournalFileError(JournalError):
+    """The journal file is damaged (not SQLite, truncated, garbled) or not a helmproc journal."""
+
+
 class PublishError(HelmprocError):
     """The destination refused or lost a shard."""
 

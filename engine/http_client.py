@@ -107,6 +107,19 @@ class HttpNotFoundError(HttpStatusError):
         super().__init__(url, status, detail)
 
 
+class FileTooLargeError(SourceError):
+    """A download over its byte limit (``--max-file-bytes``): stopped, never retried.
+    ``size`` is the full size when the response declared it, else None."""
+
+    def __init__(self, url: str, limit: int, size: int | None) -> None:
+        super().__init__(url, limit, size)
+        self.url, self.limit, self.size = url, limit, size
+
+    def __str__(self) -> str:
+        got = f"{self.size} bytes" if self.size is not None else "download stopped"
+        return f"GET {self.url}: larger than {self.limit} bytes ({got})"
+
+
 class HttpRetriesExhaustedError(TransientError):
     """Every attempt failed with a retryable problem; the last one is named."""
 
@@ -217,9 +230,12 @@ class HttpClient:
         return self._session or process_session()
 
     # -- public ----------------------------------------------------------------------------
-    def download(self, url: str, dest: Path) -> int:
-        """Stream ``url`` (inflated if gzip) to ``dest``; the number of bytes written."""
-        return self._retrying(url, lambda: self._download_once(url, dest))
+    def download(self, url: str, dest: Path, *, max_bytes: int | None = None) -> int:
+        """Stream ``url`` (inflated if gzip) to ``dest``; the number of bytes written.
+
+        More than ``max_bytes`` (inflated) raises ``FileTooLargeError`` and keeps nothing.
+        """
+        return self._retrying(url, lambda: self._download_once(url, dest, max_bytes))
 
     def get_json(self, url: str) -> Any:
         """Download ``url`` to a temporary file and decode it as JSON."""
@@ -255,7 +271,7 @@ class HttpClient:
         raise AssertionError("unreachable: max_attempts must be at least 1")
 
     # -- one attempt -----------------------------------------------------------------------
-    def _download_once(self, url: str, dest: Path) -> int:
+    def _download_once(self, url: str, dest: Path, max_bytes: int | None = None) -> int:
         settings = self.settings
         started = time.monotonic()
         headers = {"Accept-Encoding": "gzip" if settings.accept_gzip else "identity"}
@@ -277,6 +293,8 @@ class HttpClient:
                                       f"Content-Encoding {encoding!r}")
             inflater = zlib.decompressobj(16 + zlib.MAX_WBITS) if encoding == "gzip" else None
             expected = _content_length(response)
+            if max_bytes is not None and inflater is None and (expected or 0) > max_bytes:
+                raise FileTooLargeError(redact(url), max_bytes, expected)
             deadline_s = settings.deadline_s
             if expected is not None and settings.min_rate_bytes_s > 0:
                 deadline_s = max(deadline_s, expected / settings.min_rate_bytes_s)
@@ -291,6 +309,8 @@ class HttpClient:
                         data = inflater.decompress(block) if inflater else block
                         out.write(data)
                         n_out += len(data)
+                        if max_bytes is not None and n_out > max_bytes:
+                            raise FileTooLargeError(redact(url), max_bytes, None)
                         if time.monotonic() - started > deadline_s:
                             raise _Retryable(
                                 f"deadline of {deadline_s:.1f}s passed after {n_wire} bytes"
@@ -299,6 +319,8 @@ class HttpClient:
                         tail = inflater.flush()
                         out.write(tail)
                         n_out += len(tail)
+                        if max_bytes is not None and n_out > max_bytes:
+                            raise FileTooLargeError(redact(url), max_bytes, None)
                         if not inflater.eof:
                             raise _Retryable(f"gzip stream ended early after {n_wire} bytes")
             except _WIRE_ERRORS as exc:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ from urllib.parse import quote, urlencode, urlsplit
 from helmproc.engine.errors import ConfigError, RunConversionError, SourceError
 from helmproc.engine.http_client import (
     ClientSettings,
+    FileTooLargeError,
     HttpClient,
     HttpNotFoundError,
     HttpStatusError,
@@ -48,7 +50,16 @@ from helmproc.engine.http_client import (
 )
 from helmproc.engine.run_filters import RUN_SPEC_FILE, RUN_SPECS_INDEX, SpecFacts, facts_by_name
 from helmproc.engine.runs import RunRef
-from helmproc.engine.sources import NON_RUN_DIRS, RUNS_INDEX, version_key
+from helmproc.engine.safe_paths import unsafe_part
+from helmproc.engine.sources import (
+    NON_RUN_DIRS,
+    RUNS_INDEX,
+    RunsIndex,
+    check_location,
+    file_too_large,
+    parse_runs_index,
+    version_key,
+)
 
 DEFAULT_BASE_URL = "https://storage.googleapis.com/crfm-helm-public"
 LATEST = "latest"
@@ -151,6 +162,7 @@ class HttpSource:
         self.page_size = page_size
         self.settings = client or ClientSettings()
         self.client = HttpClient(self.settings)
+        self._indexes: dict[str, RunsIndex | None] = {}
 
     @property
     def config(self) -> dict[str, Any]:
@@ -263,18 +275,28 @@ class HttpSource:
             f"publish suites only: `helmproc list suites --benchmark {self.project}`, then --suite"
         )
 
+    def _runs_index(self, root: str, release: str) -> RunsIndex | None:
+        """The release's index under ``root`` (once per source), or None if it has none."""
+        url = self.url(f"{root}/releases/{release}/{RUNS_INDEX}")
+        if url not in self._indexes:
+            with tempfile.TemporaryDirectory(prefix="helmproc-index-") as tmp:
+                path = Path(tmp) / RUNS_INDEX
+                try:
+                    self.client.download(url, path)
+                except HttpNotFoundError:
+                    self._indexes[url] = None
+                else:
+                    self._indexes[url] = parse_runs_index(path.read_bytes(), redact(url))
+        return self._indexes[url]
+
     def _release_runs(self, root: str, release: str) -> list[RunRef] | None:
         """The release's runs, or None if its index does not exist under ``root``."""
-        url = self.url(f"{root}/releases/{release}/{RUNS_INDEX}")
-        try:
-            mapping = self.client.get_json(url)
-        except HttpNotFoundError:
+        index = self._runs_index(root, release)
+        if index is None:
             return None
-        if not isinstance(mapping, dict):
-            raise SourceError(f"{redact(url)}: expected an object of run name -> suite")
         return sorted(
-            RunRef(self.project, str(suite), str(name), release, f"{root}/runs/{suite}/{name}")
-            for name, suite in mapping.items()
+            RunRef(self.project, suite, name, release, f"{root}/runs/{suite}/{name}")
+            for name, suite in index.suites.items()
         )
 
     def _suite_runs(self, suite: str) -> list[RunRef]:
@@ -322,6 +344,8 @@ class HttpSource:
             return {}
 
     def _run_spec_facts(self, ref: RunRef) -> SpecFacts | None:
+        if unsafe_part(ref.location) is not None:
+            return None  # a bad index entry: not read (the run fails at fetch, if kept)
         try:
             url = self.url(f"{ref.location}/{RUN_SPEC_FILE}")
             return SpecFacts.from_spec(self.client.get_json(url))
@@ -329,7 +353,14 @@ class HttpSource:
             return None
 
     # -- fetching --------------------------------------------------------------------------
-    def fetch(self, ref: RunRef, scratch: Path) -> Path:
+    def fetch(self, ref: RunRef, scratch: Path, *, max_file_bytes: int | None = None) -> Path:
+        check_location(ref)
+        root = _root_of(ref)
+        if ref.release is not None and root is not None:
+            index = self._runs_index(root, ref.release)
+            problem = index.problem(ref.run_name) if index is not None else None
+            if problem is not None:
+                raise RunConversionError(RUNS_INDEX, problem)
         downloads = scratch / "http"
         run_dir = downloads / hashlib.sha256(ref.key.encode()).hexdigest()[:24]
         if downloads.is_dir():  # one run at a time: drop the previous run's files
@@ -342,16 +373,22 @@ class HttpSource:
             # The files of a phase download side by side (latency, not bandwidth, dominates
             # small files); every one finishes before an error is raised, so no thread writes
             # into scratch after fetch returns. Errors are reported in file order.
-            futures = [pool.submit(self._fetch_file, ref, f, run_dir) for f in phase]
+            futures = [
+                pool.submit(self._fetch_file, ref, f, run_dir, max_file_bytes) for f in phase
+            ]
             wait(futures)
             for future in futures:
                 future.result()
         return run_dir
 
-    def _fetch_file(self, ref: RunRef, file: str, run_dir: Path) -> None:
+    def _fetch_file(
+        self, ref: RunRef, file: str, run_dir: Path, max_file_bytes: int | None = None
+    ) -> None:
         url = self.url(f"{ref.location}/{file}")
         try:
-            self.client.download(url, run_dir / file)
+            self.client.download(url, run_dir / file, max_bytes=max_file_bytes)
+        except FileTooLargeError as exc:
+            raise RunConversionError(file, file_too_large(exc.limit, exc.size)) from None
         except HttpNotFoundError:
             if file in OPTIONAL_FILES:
                 return

@@ -47,9 +47,9 @@ import pyarrow as pa
 
 from helmproc.engine import eee_fields as eee
 from helmproc.engine import tables
-from helmproc.engine.decrypt import Decryptor, is_placeholder
+from helmproc.engine.decrypt import Decryptor, any_placeholder
 from helmproc.engine.helm_json import Completion, RequestState, text_of
-from helmproc.engine.run_index import EntryKey, EntryStats, RequestStates
+from helmproc.engine.run_index import CoreId, EntryKey, EntryStats, RequestStates
 from helmproc.engine.runs import RunRef
 from helmproc.engine.stat_values import finite, finite_int
 
@@ -134,13 +134,40 @@ def _media_note(state: RequestState) -> str | None:
     return ", ".join(f"{kind} x{n}" for kind, n in sorted(counts.items()))
 
 
+@dataclass(frozen=True)
+class _RowInfo:
+    """The per-row columns one set of core ids gives every entry that has it."""
+
+    core_ids: tuple[CoreId, ...]
+    result_ids: tuple[str, ...]
+    splits: tuple[str | None, ...]
+    null_split: bool  # some split is None (then the instance's split stands in)
+    scored: tuple[bool, ...]  # metric in EEE's is_correct family (then is_correct = score > 0)
+
+    @classmethod
+    def of(cls, core_ids: tuple[CoreId, ...]) -> _RowInfo:
+        splits = tuple(split for _, _, split in core_ids)
+        return cls(
+            core_ids=core_ids,
+            result_ids=tuple(result_id for result_id, _, _ in core_ids),
+            splits=splits,
+            null_split=any(split is None for split in splits),
+            scored=tuple(eee.is_correct(metric, 1.0) for _, metric, _ in core_ids),
+        )
+
+
 class _Batch:
     """Column lists of one batch: per entry (instance, perturbation, trial) and per row
     (entry x core metric)."""
 
     def __init__(self, decryptor: Decryptor) -> None:
         self.decryptor = decryptor
+        # Without keys ``Decryptor.text`` returns every text unchanged: skip the calls.
+        self.decrypting = decryptor.has_keys
         self.weight = 0
+        # id(core ids tuple) -> (the tuple, result ids, splits, any split null, scored flags):
+        # entries of a file share one tuple per metric set (``run_index`` interns them).
+        self._row_info: dict[int, _RowInfo] = {}
         # per entry
         self.sample_id: list[str] = []
         self.perturbation: list[str | None] = []
@@ -170,23 +197,30 @@ class _Batch:
         instance_id, perturbation, trial = key
         entry_index = len(self.sample_id)
         instance = state.instance
-        text = self.decryptor.text
-        references = [text(text_of(r.output)) for r in instance.references]
+        references = [text_of(r.output) for r in instance.references]
+        prompt = _prompt_text(state)
+        result = state.result
+        completions: list[Completion] = result.completions if result is not None else []
+        outputs = [c.text for c in completions]
+        mapping = state.output_mapping
+        choices = list(mapping.values()) if mapping else references
+        reasoning = [
+            c.thinking.text
+            for c in completions
+            if c.thinking is not None and c.thinking.text is not None
+        ]
+        if self.decrypting:
+            text = self.decryptor.text
+            decrypted = [text(v) for v in references]
+            choices = decrypted if choices is references else [text(v) for v in choices]
+            references = decrypted
+            prompt = text(prompt)
+            outputs = [text(v) for v in outputs]
+            reasoning = [text(v) for v in reasoning]
         correct = [
             value
             for r, value in zip(instance.references, references, strict=True)
             if "correct" in r.tags
-        ]
-        prompt = text(_prompt_text(state))
-        result = state.result
-        completions: list[Completion] = result.completions if result is not None else []
-        outputs = [text(c.text) for c in completions]
-        mapping = state.output_mapping
-        choices = [text(v) for v in mapping.values()] if mapping else references
-        reasoning = [
-            text(c.thinking.text)
-            for c in completions
-            if c.thinking is not None and c.thinking.text is not None
         ]
         self.sample_id.append(instance_id)
         self.perturbation.append(perturbation)
@@ -206,7 +240,7 @@ class _Batch:
         failed = result is not None and not result.success
         self.error.append((result.error or "request failed") if failed and result else None)
         texts = [prompt, *references, *choices, *outputs]
-        metadata = self._metadata(state, any(is_placeholder(t) for t in texts))
+        metadata = self._metadata(state, any_placeholder(texts))
         self.metadata.append(metadata)
         n_rows = self._add_rows(entry_index, instance_id, instance.split, scanned, outputs, correct)
         size = sum(map(len, texts)) + sum(map(len, reasoning))
@@ -234,13 +268,23 @@ class _Batch:
             self.score.append(score)
             self.is_correct.append(score > 0)
             return 1
-        for (result_id, metric, split), score in zip(scanned.core_ids, scanned.scores, strict=True):
-            self.entry_index.append(entry_index)
-            self.result_id.append(result_id)
-            self.split.append(split if split is not None else instance_split)
-            self.score.append(score)
-            self.is_correct.append(eee.is_correct(metric, score))
-        return len(scanned.core_ids)
+        core_ids = scanned.core_ids
+        info = self._row_info.get(id(core_ids))
+        if info is None or info.core_ids is not core_ids:
+            info = self._row_info[id(core_ids)] = _RowInfo.of(core_ids)
+        n_rows = len(core_ids)
+        scores = scanned.scores
+        self.entry_index.extend([entry_index] * n_rows)
+        self.result_id.extend(info.result_ids)
+        if info.null_split:
+            self.split.extend(s if s is not None else instance_split for s in info.splits)
+        else:
+            self.split.extend(info.splits)
+        self.score.extend(scores)
+        # eee.is_correct(metric, score), with the metric's half decided once per metric set
+        flags = zip(info.scored, scores, strict=True)
+        self.is_correct.extend([scored and s > 0 for scored, s in flags])
+        return n_rows
 
     def _metadata(self, state: RequestState, encrypted: bool) -> list[dict[str, str]] | None:
         pairs: list[dict[str, str]] = []

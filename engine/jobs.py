@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from helmproc.engine.errors import NoJobError
+from helmproc.engine.safe_paths import make_private_dir
 
 DEFAULT_WORK_ROOT = Path(".helmproc")
 LATEST_FILE = "latest"
@@ -60,7 +61,7 @@ def job_paths(work_root: Path, key: str) -> JobPaths:
 
 
 def remember_latest(work_root: Path, key: str) -> None:
-    work_root.mkdir(parents=True, exist_ok=True)
+    make_private_dir(work_root)
     temp = work_root / f"{LATEST_FILE}.tmp"
     temp.write_text(key + "\n")
     os.replace(temp, work_root / LATEST_FILE)

@@ -11,6 +11,14 @@ Only this module writes the journal, and only after the fact it records is durab
     uploaded            -                                            delete staged files, cleaned
     cleaned             -                                            nothing
 
+With ``retry_failed`` (``helmproc resume --retry-failed``), every chunk whose latest outcomes
+include a failed run is processed again as a whole, whatever its state, and only those: its ok
+runs rewrite byte-identical rows at the same shard paths, its failed runs get another chance,
+and the chunk is published and cleaned again. The ``processed`` event of such a reprocess is
+marked ``retry`` (the journal allows uploaded/cleaned -> processed only then). If the retry
+itself fails before it is processed, a published chunk stays as it was (no ``failed`` event:
+its data is safe) and a later ``--retry-failed`` tries again.
+
 Conversion is deterministic, so re-processing a chunk rewrites byte-identical shards at the
 same paths; publishing is idempotent for the same reason. Chunks run in a process pool
 (``w_process_chunk``), publishing in the committer thread, and this loop folds their reports
@@ -55,10 +63,18 @@ from helmproc.engine.jobs import JobPaths
 from helmproc.engine.progress import NullProgress, Progress
 from helmproc.engine.publishers import Publisher
 from helmproc.engine.runs import RunOutcome, RunRef
+from helmproc.engine.safe_paths import make_private_dir
 from helmproc.engine.shards import remove_temp_files, shard_matches
 from helmproc.engine.worker import ChunkResult, ChunkSpec
 from helmproc.journal.status import StatusReport
-from helmproc.journal.store import ChunkPlan, ChunkState, ChunkStatus, Journal, ShardFact
+from helmproc.journal.store import (
+    RETRY_ONLY_FROM,
+    ChunkPlan,
+    ChunkState,
+    ChunkStatus,
+    Journal,
+    ShardFact,
+)
 
 POLL_S = 0.2
 DEFAULT_MAX_ATTEMPTS = 3
@@ -80,6 +96,8 @@ class ExecOptions:
     card_interval_s: float = CARD_INTERVAL_S
     # "local" (process pool) or "dask://HOST:PORT"
     executor: str = LOCAL
+    # process again every chunk whose latest outcomes include a failed run (resume --retry-failed)
+    retry_failed: bool = False
 
 
 @dataclass(frozen=True)
@@ -100,17 +118,32 @@ class RepairPlan:
     to_publish: tuple[int, ...]
     to_clean: tuple[int, ...]
     recovered_uploads: tuple[tuple[int, str], ...]
+    # chunks in ``to_process`` only to retry their failed runs (``retry_failed``)
+    retried: tuple[int, ...] = ()
+
+
+def has_failed_runs(status: ChunkStatus) -> bool:
+    return any(not outcome.ok for outcome in status.outcomes)
 
 
 def decide_repairs(
-    statuses: dict[int, ChunkStatus], staging: Path, publisher: Publisher
+    statuses: dict[int, ChunkStatus],
+    staging: Path,
+    publisher: Publisher,
+    *,
+    retry_failed: bool = False,
 ) -> RepairPlan:
     to_process: list[int] = []
     to_publish: list[int] = []
     to_clean: list[int] = []
     recovered: list[tuple[int, str]] = []
+    retried: list[int] = []
     for cid in sorted(statuses):
         st = statuses[cid]
+        if retry_failed and has_failed_runs(st):
+            to_process.append(cid)
+            retried.append(cid)
+            continue
         if st.state is ChunkState.CLEANED:
             continue
         if st.state is ChunkState.UPLOADED:
@@ -126,7 +159,9 @@ def decide_repairs(
                 to_process.append(cid)
         else:
             to_process.append(cid)
-    return RepairPlan(tuple(to_process), tuple(to_publish), tuple(to_clean), tuple(recovered))
+    return RepairPlan(
+        tuple(to_process), tuple(to_publish), tuple(to_clean), tuple(recovered), tuple(retried)
+    )
 
 
 class Coordinator:
@@ -163,6 +198,7 @@ class Coordinator:
         self._pool_killed = False
         self._scratch_bytes = 0
         self._scratch_at = 0.0
+        self._retrying: set[int] = set()  # chunks processed again for --retry-failed
 
     @property
     def pid_dir(self) -> Path:
@@ -182,6 +218,7 @@ class Coordinator:
             part=task.part,
             skip_reasons=task.skip_reasons,
             pid_dir=str(self.pid_dir),
+            max_file_bytes=self.job.config.get("max_file_bytes"),
         )
 
     def _clean(self, cid: int, shards: tuple[ShardFact, ...]) -> None:
@@ -272,7 +309,7 @@ class Coordinator:
             f"needs more memory than the budget ({format_size(used)} > "
             f"{format_size(self.budget.memory_budget)}); raise --memory-budget"
         )
-        self.journal.record_failed(task.chunk_id, f"memory budget exceeded: {reason}")
+        self._record_failed(task.chunk_id, f"memory budget exceeded: {reason}")
         runs = [r for r in task.runs if r.key not in dict(task.skip_reasons)]
         if len(runs) <= 1:
             skip = task.skip_reasons + tuple((r.key, reason) for r in runs)
@@ -305,21 +342,42 @@ class Coordinator:
         shards = tuple(sorted((f for r in pieces for f in r.shards), key=lambda f: f.path))
         by_key: dict[str, RunOutcome] = {o.run.key: o for r in pieces for o in r.outcomes}
         outcomes = tuple(by_key[ref.key] for ref in self.plan[cid].runs if ref.key in by_key)
-        self.journal.record_processed(cid, shards, outcomes)
+        self.journal.record_processed(cid, shards, outcomes, retry=cid in self._retrying)
         self.progress.chunk_processed(ChunkResult(cid, shards, outcomes, 0))
         return True
 
+    def _record_failed(self, cid: int, reason: str) -> None:
+        """Journal a failed attempt, except for a published chunk being retried (its data is
+        safe; it stays as it was and a later ``--retry-failed`` tries again)."""
+        if cid in self._retrying and self.journal.chunk_status(cid).state in RETRY_ONLY_FROM:
+            return
+        self.journal.record_failed(cid, reason)
+
     # -- the loop ------------------------------------------------------------------------
     def execute(self) -> StatusReport:
-        self.paths.staging.mkdir(parents=True, exist_ok=True)
+        make_private_dir(self.paths.staging, own=True)
         remove_temp_files(self.paths.staging)
         shutil.rmtree(self.paths.scratch, ignore_errors=True)
+        make_private_dir(self.paths.scratch, own=True)  # workers' downloads go inside
         shutil.rmtree(self.pid_dir, ignore_errors=True)
         statuses = self.journal.chunk_statuses()
-        repairs = decide_repairs(statuses, self.paths.staging, self.publisher)
+        repairs = decide_repairs(
+            statuses, self.paths.staging, self.publisher, retry_failed=self.options.retry_failed
+        )
+        self._retrying = set(repairs.retried)
+        if repairs.retried:
+            n_runs = sum(1 for c in repairs.retried for o in statuses[c].outcomes if not o.ok)
+            self.progress.note(
+                f"retrying {n_runs} failed runs: processing their {len(repairs.retried)} "
+                "chunks again"
+            )
         self.progress.start(
             total_chunks=len(self.plan),
-            done_chunks=sum(1 for s in statuses.values() if s.state is ChunkState.CLEANED),
+            done_chunks=sum(
+                1
+                for cid, s in statuses.items()
+                if s.state is ChunkState.CLEANED and cid not in self._retrying
+            ),
             total_runs=sum(len(c.runs) for c in self.plan.values()),
         )
         for cid, commit in repairs.recovered_uploads:
@@ -431,7 +489,7 @@ class Coordinator:
             queue.appendleft(task)  # collateral of another piece's overrun: not its fault
             return
         reason = str(exc) if isinstance(exc, HelmprocError) else f"{type(exc).__name__}: {exc}"
-        self.journal.record_failed(task.chunk_id, reason)
+        self._record_failed(task.chunk_id, reason)
         if isinstance(exc, DiskFullError):
             self._fatal = exc  # no retry can succeed until space is freed
             self.progress.chunk_failed(task.chunk_id, reason)

@@ -28,6 +28,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from helmproc.engine.errors import ConfigError
 from helmproc.engine.runs import RunRef
+from helmproc.engine.safe_paths import unsafe_part
 
 RUN_SPECS_INDEX = "run_specs.json"
 RUN_SPEC_FILE = "run_spec.json"
@@ -184,8 +185,8 @@ class FilteredSource:
     def discover(self) -> list[RunRef]:
         return self.filters.apply(self.inner.discover(), self.inner)
 
-    def fetch(self, ref: RunRef, scratch: Path) -> Path:
-        path: Path = self.inner.fetch(ref, scratch)
+    def fetch(self, ref: RunRef, scratch: Path, *, max_file_bytes: int | None = None) -> Path:
+        path: Path = self.inner.fetch(ref, scratch, max_file_bytes=max_file_bytes)
         return path
 
 
@@ -205,7 +206,7 @@ def local_spec_facts(root: Path, refs: Sequence[RunRef]) -> dict[RunRef, SpecFac
                     root / "releases" / ref.release / RUN_SPECS_INDEX
                 )
             facts = by_release[ref.release].get(ref.run_name)
-        if facts is None:
+        if facts is None and unsafe_part(ref.location) is None:  # never read outside root
             facts = _read_spec(root / ref.location / RUN_SPEC_FILE)
         out[ref] = facts
     return out

@@ -31,7 +31,6 @@ survives a crash.
 
 from __future__ import annotations
 
-import functools
 import sys
 from abc import ABC, abstractmethod
 from array import array
@@ -130,14 +129,26 @@ _SPECIAL_STATS = {
 }
 
 
-@functools.lru_cache(maxsize=4096)
+_NO_CORE_ID: CoreId = ("", "", None)
+# MetricName -> (role, core id). A file repeats the same few dozen names, so this stays small;
+# a plain dict (looked up with .get, no call frame) costs a third of an lru_cache call, and
+# it is consulted for every stat of every entry (27 per MMLU instance).
+_ROLES: dict[MetricName, tuple[int, CoreId]] = {}
+_MAX_ROLES = 4096
+
+
 def _stat_role(name: MetricName) -> tuple[int, CoreId]:
-    """(role, (evaluation_result_id, metric, split)) of a per-instance stat name. Cached: a file
-    repeats the same few dozen names, and the cached strings are shared by every entry."""
+    """(role, (evaluation_result_id, metric, split)) of a per-instance stat name. Cached: the
+    cached strings are shared by every entry."""
     if eee.is_core_metric(name.name):
         result_id = eee.evaluation_result_id(name.name, name.split, perturbation_name(name))
-        return _CORE, (result_id, name.name, name.split)
-    return _SPECIAL_STATS.get(name.name, _UNUSED), ("", "", None)
+        role: tuple[int, CoreId] = (_CORE, (result_id, name.name, name.split))
+    else:
+        role = (_SPECIAL_STATS.get(name.name, _UNUSED), _NO_CORE_ID)
+    if len(_ROLES) >= _MAX_ROLES:
+        _ROLES.clear()
+    _ROLES[name] = role
+    return role
 
 
 def scan_entry_stats(
@@ -147,8 +158,10 @@ def scan_entry_stats(
     ``shared`` interns the tuples of core ids across the entries of a file."""
     core: dict[str, tuple[CoreId, float]] = {}
     prompt_tokens = output_tokens = completion_tokens = predicted_index = None
+    known = _ROLES.get
     for stat in stats:
-        role, ids = _stat_role(stat.name)
+        found = known(stat.name)
+        role, ids = found if found is not None else _stat_role(stat.name)
         if role == _UNUSED:
             continue
         if role == _CORE:

@@ -33,6 +33,7 @@ from helmproc.engine.pipeline import Coordinator, ExecOptions
 from helmproc.engine.plan import job_id_for, plan_chunks
 from helmproc.engine.progress import Progress
 from helmproc.engine.publishers import Publisher, publisher_from_config
+from helmproc.engine.safe_paths import make_private_dir
 from helmproc.engine.sources import Source
 from helmproc.journal.status import StatusReport
 from helmproc.journal.store import Journal
@@ -92,13 +93,20 @@ def start_job(
     chunk_size: int,
     work_root: Path,
     journal_path: Path | None = None,
+    max_file_bytes: int | None = None,
 ) -> StartedJob:
+    """Plan and record a job (or find it again). ``max_file_bytes`` (``--max-file-bytes``)
+    fails runs with a bigger input file; it is part of the job's identity and config."""
+    if max_file_bytes is not None and max_file_bytes < 1:
+        raise ConfigError(f"--max-file-bytes must be at least 1 byte, got {max_file_bytes}")
     plan = plan_chunks(source.discover(), chunk_size)
     refs = [ref for chunk in plan for ref in chunk.runs]
-    job_id = job_id_for({"source": source.config, "chunk_size": chunk_size}, refs)
+    limits = {} if max_file_bytes is None else {"max_file_bytes": max_file_bytes}
+    job_id = job_id_for({"source": source.config, "chunk_size": chunk_size, **limits}, refs)
     key = journal_key(job_id, publisher.config)
     paths = JobPaths.for_journal(journal_path) if journal_path else job_paths(work_root, key)
-    paths.work_dir.mkdir(parents=True, exist_ok=True)
+    # owner-only; a --journal's folder is the user's: only created, never re-moded
+    make_private_dir(paths.work_dir, own=journal_path is None)
     journal = Journal.open(paths.journal)
     try:
         existing = journal.job()
@@ -112,6 +120,7 @@ def start_job(
                 "source": source.config,
                 "destination": publisher.config,
                 "chunk_size": chunk_size,
+                **limits,
             }
             journal.start_job(job_id, config, job_timestamp(), plan)
         if journal_path is None:

@@ -6,6 +6,13 @@ shard, a complete shard, or a stray ``*.tmp-*`` file that ``remove_temp_files`` 
 resume; a half-written file never sits under a final name. Writer options are fixed so the
 same rows always produce the same bytes (sha256 equality is how resume and publishers detect
 work already done).
+
+Each ``write_table`` call starts a new Parquet row group, and a row group has a fixed cost per
+leaf column (46 in ``evaluations``), so a writer given ``coalesce_bytes`` buffers tables until
+they add up to that many Arrow bytes and writes them in one call: a chunk of small runs then
+costs a few row groups instead of one per run and table (30 MMLU-like runs of 100 instances:
+writing them run by run cost twice the CPU of one write for ``instances``, ten times for
+``evaluations``). Buffer boundaries depend on the tables only, so the bytes stay deterministic.
 """
 
 from __future__ import annotations
@@ -26,6 +33,11 @@ from helmproc.journal.store import ShardFact
 COMPRESSION = "zstd"
 COMPRESSION_LEVEL = 3
 ROW_GROUP_ROWS = 64 * 1024
+# Parquet's default (1 MiB) dictionary page limit is reached after ~400 few-shot prompts, and
+# the column chunk then falls back to plain encoding: every row's copy of its prompt is
+# written and compressed. 16 MiB keeps a row group's prompts in the dictionary: on MMLU-like
+# runs writing costs ~15% less CPU and shards are ~17% smaller (bench/run_bench.py corpus).
+DICTIONARY_PAGE_BYTES = 16 << 20
 HASH_BLOCK_BYTES = 1 << 20
 TEMP_MARK = ".tmp-"
 
@@ -60,7 +72,9 @@ def fsync_dir(path: Path) -> None:
 class ShardWriter:
     """Streams tables of one schema into one Parquet file; ``close`` makes it durable."""
 
-    def __init__(self, root: Path, rel_path: str, table: str, schema: pa.Schema) -> None:
+    def __init__(
+        self, root: Path, rel_path: str, table: str, schema: pa.Schema, coalesce_bytes: int = 0
+    ) -> None:
         self.root = root
         self.rel_path = rel_path
         self.table = table
@@ -73,16 +87,36 @@ class ShardWriter:
                 schema,
                 compression=COMPRESSION,
                 compression_level=COMPRESSION_LEVEL,
+                dictionary_pagesize_limit=DICTIONARY_PAGE_BYTES,
             )
         self.n_rows = 0
+        self.coalesce_bytes = coalesce_bytes
+        self._pending: list[pa.Table] = []
+        self._pending_bytes = 0
 
     def write(self, table: pa.Table) -> None:
-        if table.num_rows:
-            with disk_full_as_error(self.temp):
-                self._writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
-            self.n_rows += table.num_rows
+        if not table.num_rows:
+            return
+        if self.coalesce_bytes <= 0:
+            self._write(table)
+            return
+        self._pending.append(table)
+        self._pending_bytes += table.nbytes
+        if self._pending_bytes >= self.coalesce_bytes:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            pending, self._pending, self._pending_bytes = self._pending, [], 0
+            self._write(pending[0] if len(pending) == 1 else pa.concat_tables(pending))
+
+    def _write(self, table: pa.Table) -> None:
+        with disk_full_as_error(self.temp):
+            self._writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
+        self.n_rows += table.num_rows
 
     def close(self) -> ShardFact:
+        self._flush()
         with disk_full_as_error(self.temp):
             self._writer.close()
             with open(self.temp, "rb+") as fh:
@@ -98,6 +132,7 @@ class ShardWriter:
         )
 
     def abort(self) -> None:
+        self._pending = []
         try:
             self._writer.close()
         finally:

@@ -18,6 +18,12 @@ DirSource modes, chosen from what ``root`` holds:
 Other sources: ``HttpSource`` (``http_source.py``, the bucket), ``MultiSource`` (several
 projects in one job), and any of them wrapped in a ``FilteredSource`` (``run_filters.py``),
 whose filters are part of the recorded config.
+
+Bad input that concerns one run fails that run at ``fetch`` (``RunConversionError``), never
+the job: a location that is not a plain relative path (a run name or suite holding ``..``,
+``/...``; see :func:`check_location`), a run the release index lists under two different
+suites (:func:`parse_runs_index`; the same suite twice is one run), and, with
+``max_file_bytes`` (``--max-file-bytes``), an input file over the limit.
 """
 
 from __future__ import annotations
@@ -25,17 +31,28 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from helmproc.engine.errors import ConfigError, RunConversionError, SourceError
 from helmproc.engine.run_filters import FilteredSource, RunFilters, SpecFacts, local_spec_facts
 from helmproc.engine.runs import RunRef
+from helmproc.engine.safe_paths import name_problem, unsafe_part
 
 # Directory names HELM writes next to run directories that are not runs.
 NON_RUN_DIRS = frozenset({"eval_cache", "groups"})
 RUNS_INDEX = "runs_to_run_suites.json"
 DEFAULT_LOCAL_PROJECT = "local"
+# The files converting a run reads: the five helm-run files, and the keys of encrypted runs.
+RUN_INPUT_FILES = (
+    "run_spec.json",
+    "scenario.json",
+    "stats.json",
+    "per_instance_stats.json",
+    "scenario_state.json",
+    "encryption_data.json",
+)
 
 
 class Source(Protocol):
@@ -50,9 +67,95 @@ class Source(Protocol):
         """All runs of the job, deterministic order, no duplicate identities."""
         ...
 
-    def fetch(self, ref: RunRef, scratch: Path) -> Path:
-        """A local directory with the run's files; downloads (if any) go under ``scratch``."""
+    def fetch(self, ref: RunRef, scratch: Path, *, max_file_bytes: int | None = None) -> Path:
+        """A local directory with the run's files; downloads (if any) go under ``scratch``.
+
+        An input file larger than ``max_file_bytes`` fails the run (``RunConversionError``).
+        """
         ...
+
+
+def file_too_large(limit: int, size: int | None = None) -> str:
+    """The reason of a run whose input file is over ``--max-file-bytes``."""
+    got = f"{size} bytes" if size is not None else "download stopped"
+    return f"larger than --max-file-bytes ({got} > {limit})"
+
+
+def check_file_sizes(run_dir: Path, max_file_bytes: int | None) -> None:
+    """Fail the run if an input file of ``run_dir`` is over the limit (one stat per file)."""
+    if max_file_bytes is None:
+        return
+    for name in RUN_INPUT_FILES:
+        try:
+            size = (run_dir / name).stat().st_size
+        except OSError:
+            continue  # missing or unreadable: the converter reports it
+        if size > max_file_bytes:
+            raise RunConversionError(name, file_too_large(max_file_bytes, size))
+
+
+def check_location(ref: RunRef) -> None:
+    """Refuse a run whose location could leave the source: absolute, or with an empty,
+    ``.`` or ``..`` part, a backslash or a NUL (from a bad run name or suite in the index), or
+    whose run name or suite, directory names of the location, holds a ``/`` (``safe_paths``)."""
+    location = ref.location
+    file = RUNS_INDEX if ref.release is not None else "run location"
+    bad = unsafe_part(location)
+    if bad is not None:
+        raise RunConversionError(
+            file,
+            f"unsafe run path (part {bad!r} of {location!r}): the run name and suite must be "
+            "plain directory names; nothing read",
+        )
+    if ("/" + location).endswith(f"/{ref.suite}/{ref.run_name}"):
+        for what, name in (("run name", ref.run_name), ("suite", ref.suite)):
+            problem = name_problem(name)
+            if problem is not None:
+                raise RunConversionError(
+                    file,
+                    f"unsafe run path ({what} {name!r} {problem}): the run name and suite "
+                    "must be plain directory names; nothing read",
+                )
+
+
+@dataclass(frozen=True)
+class RunsIndex:
+    """A release's ``runs_to_run_suites.json``: each run's suite (the last entry wins, as in
+    Python's and HELM's frontend's JSON readers) and the runs listed under several suites."""
+
+    suites: dict[str, str]
+    conflicts: dict[str, tuple[str, ...]]
+
+    def problem(self, run_name: str) -> str | None:
+        suites = self.conflicts.get(run_name)
+        if suites is None:
+            return None
+        listed = ", ".join(repr(s) for s in suites)
+        return f"lists the run under {len(suites)} suites ({listed}): ambiguous, not converted"
+
+
+class _Pairs(list[tuple[str, Any]]):
+    """A JSON object's members in file order, duplicates kept."""
+
+
+def parse_runs_index(data: bytes, where: str) -> RunsIndex:
+    """Decode a release index, keeping duplicate keys (``SourceError`` if it is no object)."""
+    try:
+        members = json.loads(data, object_pairs_hook=_Pairs)
+    except ValueError as exc:
+        raise SourceError(f"{where}: not valid JSON ({exc})") from None
+    if not isinstance(members, _Pairs):
+        raise SourceError(f"{where}: expected an object of run name -> suite")
+    listed: dict[str, list[str]] = {}
+    for name, suite in members:
+        listed.setdefault(str(name), []).append(str(suite))
+    suites = {name: found[-1] for name, found in listed.items()}
+    conflicts = {
+        name: tuple(dict.fromkeys(found))
+        for name, found in listed.items()
+        if len(set(found)) > 1
+    }
+    return RunsIndex(suites, conflicts)
 
 
 def version_key(name: str) -> tuple[Any, ...]:
@@ -92,6 +195,7 @@ class DirSource:
             raise ConfigError(f"source directory not found: {self.root}")
         self.release = release
         self.suite = suite
+        self._indexes: dict[str, RunsIndex] = {}
 
     @property
     def config(self) -> dict[str, Any]:
@@ -122,21 +226,23 @@ class DirSource:
             return refs
         return self._bare_runs()
 
+    def _runs_index(self, release: str) -> RunsIndex:
+        index = self._indexes.get(release)
+        if index is None:
+            path = self.root / "releases" / release / RUNS_INDEX
+            try:
+                data = path.read_bytes()
+            except FileNotFoundError:
+                raise SourceError(
+                    f"release {release!r} has no {RUNS_INDEX} under {self.root}"
+                ) from None
+            index = self._indexes[release] = parse_runs_index(data, str(path))
+        return index
+
     def _release_runs(self, release: str) -> list[RunRef]:
-        index = self.root / "releases" / release / RUNS_INDEX
-        try:
-            mapping = json.loads(index.read_bytes())
-        except FileNotFoundError:
-            raise SourceError(
-                f"release {release!r} has no {RUNS_INDEX} under {self.root}"
-            ) from None
-        except ValueError as exc:
-            raise SourceError(f"{index}: not valid JSON ({exc})") from None
-        if not isinstance(mapping, dict):
-            raise SourceError(f"{index}: expected an object of run name -> suite")
         refs = [
-            RunRef(self.project, str(suite), str(name), release, f"runs/{suite}/{name}")
-            for name, suite in mapping.items()
+            RunRef(self.project, suite, name, release, f"runs/{suite}/{name}")
+            for name, suite in self._runs_index(release).suites.items()
         ]
         return sorted(refs)
 
@@ -167,10 +273,16 @@ class DirSource:
         return sorted(refs.values())
 
     # -- fetching ------------------------------------------------------------------------
-    def fetch(self, ref: RunRef, scratch: Path) -> Path:
+    def fetch(self, ref: RunRef, scratch: Path, *, max_file_bytes: int | None = None) -> Path:
+        check_location(ref)
+        if ref.release is not None:
+            problem = self._runs_index(ref.release).problem(ref.run_name)
+            if problem is not None:
+                raise RunConversionError(RUNS_INDEX, problem)
         run_dir = self.root / ref.location
         if not run_dir.is_dir():
             raise RunConversionError(ref.location, "run directory is missing from the source")
+        check_file_sizes(run_dir, max_file_bytes)
         return run_dir
 
     def spec_facts(self, refs: Sequence[RunRef]) -> dict[RunRef, SpecFacts | None]:
@@ -215,8 +327,8 @@ class MultiSource:
             reason = f"no source for project {ref.project!r}"
             raise RunConversionError(ref.location, reason) from None
 
-    def fetch(self, ref: RunRef, scratch: Path) -> Path:
-        return self._part(ref).fetch(ref, scratch)
+    def fetch(self, ref: RunRef, scratch: Path, *, max_file_bytes: int | None = None) -> Path:
+        return self._part(ref).fetch(ref, scratch, max_file_bytes=max_file_bytes)
 
     def spec_facts(self, refs: Sequence[RunRef]) -> dict[RunRef, SpecFacts | None]:
         out: dict[RunRef, SpecFacts | None] = {}

@@ -24,6 +24,7 @@ from typing import Any
 
 import psutil
 
+from helmproc.engine import instance_rows
 from helmproc.engine.convert import convert_run
 from helmproc.engine.errors import RunConversionError
 from helmproc.engine.plan import shard_path
@@ -60,6 +61,8 @@ class ChunkSpec:
     skip_reasons: tuple[tuple[str, str], ...] = ()
     # Where the worker announces its pid while it works (for the budget's watchdog).
     pid_dir: str = ""
+    # --max-file-bytes of the job: a run with a bigger input file fails (None: no limit).
+    max_file_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -115,9 +118,15 @@ def _process(spec: ChunkSpec) -> ChunkResult:
         "evaluations": EVALUATIONS_SCHEMA,
         "runs": RUNS_SCHEMA,
     }
+    # Small runs' tables are buffered and written together (see shards.ShardWriter).
+    coalesce = instance_rows.BATCH_BYTES
     writers = {
         table: ShardWriter(
-            staging, shard_path(table, spec.job_id, spec.chunk_id, spec.part), table, schema
+            staging,
+            shard_path(table, spec.job_id, spec.chunk_id, spec.part),
+            table,
+            schema,
+            coalesce_bytes=coalesce,
         )
         for table, schema in schemas.items()
     }
@@ -128,7 +137,7 @@ def _process(spec: ChunkSpec) -> ChunkResult:
             try:
                 if ref.key in skip:
                     raise RunConversionError(ref.location, skip[ref.key])
-                run_dir = source.fetch(ref, scratch)
+                run_dir = source.fetch(ref, scratch, max_file_bytes=spec.max_file_bytes)
                 largest_run = max(largest_run, run_input_bytes(run_dir))
                 converted = convert_run(run_dir, ref, spec.job_timestamp)
                 # All of a run's rows or none: a big run is spooled until it has converted.

@@ -24,6 +24,7 @@ import os
 from pathlib import Path
 
 from helmproc.engine.errors import JournalLockedError
+from helmproc.engine.safe_paths import PRIVATE_FILE_MODE, create_private_file
 
 LOCK_SUFFIX = ".lock"
 
@@ -69,7 +70,8 @@ class CoordinatorLock:
     def acquire(cls, journal_path: Path) -> CoordinatorLock:
         """Take the lock or raise ``JournalLockedError`` naming the holder's pid."""
         lock_path = lock_path_for(journal_path)
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        create_private_file(lock_path)  # 0600 whatever the umask
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from helmproc.engine.errors import JournalError
+from helmproc.engine.errors import BadJournalFileError, JournalError
 
 
 @dataclass(frozen=True)
@@ -119,10 +119,30 @@ def applied_migrations(conn: sqlite3.Connection) -> list[tuple[int, str, str]]:
     return [(int(v), str(n), str(a)) for v, n, a in rows]
 
 
+def check_is_journal(conn: sqlite3.Connection, path: Path) -> None:
+    """Refuse a database with tables that is not a helmproc journal (before touching it).
+
+    An empty database is a journal to be; any other needs our ``schema_migrations`` table.
+    """
+    tables = [
+        str(row[0])
+        for row in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        )
+    ]
+    columns = [str(row[1]) for row in conn.execute("PRAGMA table_info(schema_migrations)")]
+    if tables and columns != ["version", "name", "applied_at"]:
+        raise BadJournalFileError(
+            f"{path} is an SQLite database but not a helmproc journal (its tables: "
+            f"{', '.join(sorted(tables)[:6])}); nothing was changed in it"
+        )
+
+
 def check_compatible(
     conn: sqlite3.Connection, path: Path, migrations: Sequence[Migration] = MIGRATIONS
 ) -> int:
     """Return the journal's schema version; refuse one written by a newer or different build."""
+    check_is_journal(conn, path)
     applied = applied_migrations(conn)
     known = {m.version: m for m in migrations}
     for version, name, _ in applied:
@@ -149,6 +169,7 @@ def apply_pending(
     transactions here are the only ones.
     """
     _check_ordered(migrations)
+    check_is_journal(conn, path)
     conn.execute("BEGIN IMMEDIATE")
     try:
         conn.execute(_CREATE_SCHEMA_MIGRATIONS)

@@ -11,6 +11,7 @@ shows its previous state.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,17 +19,78 @@ from typing import Any
 from helmproc.journal.store import ChunkPlan, ChunkState, ChunkStatus, JobRecord
 
 MAX_FAILURES_SHOWN = 10
+# Run names shown under each failure reason in the text report (--json lists them all).
+MAX_RUNS_PER_REASON = 3
+
+_DETAILS = re.compile(r"\s*\([^()]*\)")
+_URL = re.compile(r"https?://\S+")
+
+
+def reason_group(reason: str, location: str | None = None) -> str:
+    """The kind of a run failure, shared by every run that failed the same way.
+
+    Reasons read ``FILE: PROBLEM[: DETAIL]`` (``stats.json: malformed JSON: ...``); the group
+    is ``FILE: PROBLEM`` without parenthesised details, URLs, or the run's own ``location``
+    (shown as ``<run>``), e.g. ``per_instance_stats.json: malformed JSON``. A reason without a
+    file (``unexpected KeyError while converting: ...``) groups by its first part.
+    """
+    text = reason.replace(location, "<run>") if location else reason
+    text = _URL.sub("<url>", text)
+    head, sep, rest = text.partition(": ")
+    if sep and " " not in head:
+        return f"{head}: {_first_part(rest)}"
+    return _first_part(text)
+
+
+def _first_part(text: str) -> str:
+    return _DETAILS.sub("", text).partition(": ")[0].strip() or text.strip()
 
 
 @dataclass(frozen=True)
 class RunFailure:
-    """A run whose latest outcome is failed; ``run`` is its key project/suite/run_name."""
+    """A run whose latest outcome is failed; ``run`` is its key project/suite/run_name.
+
+    ``group`` is the reason's kind (:func:`reason_group`; derived from ``reason`` if empty).
+    """
 
     run: str
     reason: str
+    group: str = ""
+
+    @property
+    def kind(self) -> str:
+        return self.group or reason_group(self.reason)
 
     def to_json(self) -> dict[str, Any]:
         return {"run": self.run, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class FailureGroup:
+    """The runs that failed for one kind of reason; ``example`` is the first one's reason."""
+
+    reason: str
+    runs: tuple[str, ...]
+    example: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "reason": self.reason,
+            "count": len(self.runs),
+            "runs": list(self.runs),
+            "example": self.example,
+        }
+
+
+def group_failures(failures: Sequence[RunFailure]) -> tuple[FailureGroup, ...]:
+    """Failures grouped by kind, most runs first (ties by reason), runs in report order."""
+    runs: dict[str, list[str]] = {}
+    examples: dict[str, str] = {}
+    for failure in failures:
+        runs.setdefault(failure.kind, []).append(failure.run)
+        examples.setdefault(failure.kind, failure.reason)
+    order = sorted(runs, key=lambda kind: (-len(runs[kind]), kind))
+    return tuple(FailureGroup(kind, tuple(runs[kind]), examples[kind]) for kind in order)
 
 
 @dataclass(frozen=True)
@@ -63,6 +125,10 @@ class StatusReport:
     started_at: str | None
     updated_at: str | None
 
+    @property
+    def failures_by_reason(self) -> tuple[FailureGroup, ...]:
+        return group_failures(self.failures)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "job_id": self.job_id,
@@ -75,6 +141,7 @@ class StatusReport:
             "shards": self.shards,
             "bytes": self.bytes,
             "failures": [f.to_json() for f in self.failures],
+            "failures_by_reason": [g.to_json() for g in self.failures_by_reason],
             "chunk_failures": [f.to_json() for f in self.chunk_failures],
             "started_at": self.started_at,
             "updated_at": self.updated_at,
@@ -106,7 +173,9 @@ def build_report(
                 rows += outcome.n_rows
             else:
                 n_failed += 1
-                failures.append(RunFailure(outcome.run.key, outcome.error or "unknown error"))
+                reason = outcome.error or "unknown error"
+                group = reason_group(reason, outcome.run.location)
+                failures.append(RunFailure(outcome.run.key, reason, group))
     n_runs = sum(len(chunk.runs) for chunk in plan)
     return StatusReport(
         job_id=job.job_id if job else None,
@@ -148,17 +217,23 @@ def render_text(report: StatusReport) -> str:
         f"runs     {report.n_runs}: {runs['ok']} ok, {runs['failed']} failed, {n_pending} pending",
         f"output   {report.rows:,} rows in {report.shards} shards, {_human_bytes(report.bytes)}",
     ]
-    if report.failures:
-        lines.append(f"failed runs ({len(report.failures)}):")
-        lines += [f"  {f.run}: {f.reason}" for f in report.failures[:MAX_FAILURES_SHOWN]]
+    groups = report.failures_by_reason
+    if groups:
+        lines.append(f"failed runs ({len(report.failures)}) by reason:")
+        for group in groups[:MAX_FAILURES_SHOWN]:
+            n_runs = len(group.runs)
+            lines.append(f"  {group.reason}: {n_runs} run{'s' if n_runs != 1 else ''}")
+            lines += [f"    {run}" for run in group.runs[:MAX_RUNS_PER_REASON]]
+            if n_runs > MAX_RUNS_PER_REASON:
+                lines.append(f"    ... and {n_runs - MAX_RUNS_PER_REASON} more")
+            if group.example != group.reason:
+                lines.append(f"    e.g. {group.example}")
     if report.chunk_failures:
         lines.append(f"failed chunks ({len(report.chunk_failures)}):")
         lines += [
             f"  chunk {f.chunk_id} after {f.attempts} attempt(s): {f.reason}"
             for f in report.chunk_failures[:MAX_FAILURES_SHOWN]
         ]
-    if len(report.failures) > MAX_FAILURES_SHOWN or (
-        len(report.chunk_failures) > MAX_FAILURES_SHOWN
-    ):
+    if len(groups) > MAX_FAILURES_SHOWN or len(report.chunk_failures) > MAX_FAILURES_SHOWN:
         lines.append(f"  (first {MAX_FAILURES_SHOWN} shown; 'helmproc status --json' lists all)")
     return "\n".join(lines) + "\n"

@@ -21,20 +21,27 @@ coordinator runs.
 from __future__ import annotations
 
 import enum
+import functools
 import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from helmproc.engine.errors import IllegalTransitionError, JournalError, NoJobError
+from helmproc.engine.errors import (
+    BadJournalFileError,
+    IllegalTransitionError,
+    JournalError,
+    NoJobError,
+)
 from helmproc.engine.runs import RunOutcome, RunRef
+from helmproc.engine.safe_paths import create_private_file, make_private_dir
 from helmproc.journal import migrations
 from helmproc.journal.locking import CoordinatorLock
 
@@ -59,9 +66,15 @@ LEGAL_TRANSITIONS: dict[ChunkState, frozenset[ChunkState]] = {
     # processed -> processed: a shard rebuilt on resume after it was found missing or changed.
     ChunkState.PROCESSED: frozenset({ChunkState.PROCESSED, ChunkState.UPLOADED, ChunkState.FAILED}),
     # uploaded -> uploaded: a commit re-confirmed against the remote on resume.
-    ChunkState.UPLOADED: frozenset({ChunkState.UPLOADED, ChunkState.CLEANED}),
-    ChunkState.CLEANED: frozenset(),
+    # uploaded / cleaned -> processed: only a reprocess for ``resume --retry-failed`` (the
+    # event's payload carries ``"retry": true``; ``_append`` refuses it otherwise).
+    ChunkState.UPLOADED: frozenset(
+        {ChunkState.UPLOADED, ChunkState.CLEANED, ChunkState.PROCESSED}
+    ),
+    ChunkState.CLEANED: frozenset({ChunkState.PROCESSED}),
 }
+# States a chunk leaves for ``processed`` only when its failed runs are retried.
+RETRY_ONLY_FROM = frozenset({ChunkState.UPLOADED, ChunkState.CLEANED})
 
 
 @dataclass(frozen=True)
@@ -191,6 +204,47 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+# What SQLite calls a file that is not a database, or one whose pages do not hold together.
+DAMAGE_ERRORS = frozenset({"SQLITE_CORRUPT", "SQLITE_NOTADB"})
+
+
+def _error_for(exc: sqlite3.Error) -> type[JournalError]:
+    damaged = getattr(exc, "sqlite_errorname", "") in DAMAGE_ERRORS
+    return BadJournalFileError if damaged else JournalError
+
+
+def _check_file(conn: sqlite3.Connection, path: Path) -> None:
+    """Refuse a damaged file, or another program's database, before anything writes to it."""
+    problems = [str(row[0]) for row in conn.execute("PRAGMA quick_check")]
+    if problems != ["ok"]:
+        detail = "; ".join(" ".join(problems).split("\n")[:3])
+        raise BadJournalFileError(
+            f"journal {path} is damaged (SQLite quick_check: {detail[:300]}); nothing was "
+            "written to it"
+        )
+    migrations.check_is_journal(conn, path)
+
+
+def _reads(method: F) -> F:
+    """Mark a read: what a damaged file makes SQLite or the decoding of a record raise becomes
+    ``BadJournalFileError`` naming the file, not a traceback."""
+
+    @functools.wraps(method)
+    def read(self: Journal, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            raise _error_for(exc)(f"cannot read journal {self.path}: {exc}") from exc
+        except (ValueError, TypeError, KeyError) as exc:
+            raise BadJournalFileError(
+                f"journal {self.path} is damaged: a record does not decode "
+                f"({type(exc).__name__}: {exc})"
+            ) from exc
+
+    return cast(F, read)
+
+
 class Journal:
     """The SQLite checkpoint journal of one job. Open with ``Journal.open``."""
 
@@ -222,12 +276,13 @@ class Journal:
         path = Path(path)
         if readonly:
             return cls._open_readonly(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dir(path.parent)
         lock = CoordinatorLock.acquire(path)
         try:
-            created = not path.exists()
+            created = create_private_file(path)  # 0600; SQLite gives -wal/-shm the same
             conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             try:
+                _check_file(conn, path)  # before anything writes to it
                 cls._configure(conn, path)
                 migrations.apply_pending(conn, path)
             except BaseException:
@@ -237,7 +292,7 @@ class Journal:
                 _fsync_dir(path.parent)
         except sqlite3.Error as exc:
             lock.release()
-            raise JournalError(f"cannot open journal {path}: {exc}") from exc
+            raise _error_for(exc)(f"cannot open journal {path}: {exc}") from exc
         except BaseException:
             lock.release()
             raise
@@ -253,13 +308,13 @@ class Journal:
         try:
             conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
-            raise JournalError(f"cannot open journal {path} readonly: {exc}") from exc
+            raise _error_for(exc)(f"cannot open journal {path} readonly: {exc}") from exc
         try:
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             version = migrations.check_compatible(conn, path)
         except sqlite3.Error as exc:
             conn.close()
-            raise JournalError(f"cannot read journal {path}: {exc}") from exc
+            raise _error_for(exc)(f"cannot read journal {path}: {exc}") from exc
         except BaseException:
             conn.close()
             raise
@@ -381,6 +436,7 @@ class Journal:
                     (chunk.chunk_id, ChunkState.PLANNED.value, now),
                 )
 
+    @_reads
     def job(self) -> JobRecord | None:
         """The job this journal belongs to, or None before ``start_job``."""
         with self._mutex:
@@ -393,6 +449,7 @@ class Journal:
             job_id=row[0], config=json.loads(row[1]), job_timestamp=row[2], started_at=row[3]
         )
 
+    @_reads
     def plan(self) -> list[ChunkPlan]:
         """Every planned chunk in chunk_id order, runs in their recorded order."""
         with self._mutex:
@@ -407,15 +464,27 @@ class Journal:
     # -- transitions --------------------------------------------------------------------
 
     def record_processed(
-        self, chunk_id: int, shards: Sequence[ShardFact], outcomes: Sequence[RunOutcome]
+        self,
+        chunk_id: int,
+        shards: Sequence[ShardFact],
+        outcomes: Sequence[RunOutcome],
+        *,
+        retry: bool = False,
     ) -> None:
-        """The chunk's shards are durable on local disk; ``outcomes`` has one entry per run."""
+        """The chunk's shards are durable on local disk; ``outcomes`` has one entry per run.
+
+        ``retry`` marks a chunk processed again to retry its failed runs
+        (``resume --retry-failed``): the event's payload gets ``"retry": true``, and only such
+        an event may follow ``uploaded`` or ``cleaned``.
+        """
         for shard in shards:
             _check_shard_path(chunk_id, shard)
-        payload = {
+        payload: dict[str, Any] = {
             "shards": [s.to_json() for s in shards],
             "outcomes": [o.to_json() for o in outcomes],
         }
+        if retry:
+            payload["retry"] = True
         with self._write() as conn:
             planned = self._planned_run_keys(conn, chunk_id)
             strangers = sorted({o.run.key for o in outcomes} - planned)
@@ -462,6 +531,13 @@ class Journal:
                 f"chunk {chunk_id}: illegal transition {from_state} -> {to_state} "
                 f"(from {from_state} a chunk may go to: {allowed})"
             )
+        if from_state in RETRY_ONLY_FROM and to_state is ChunkState.PROCESSED:
+            if not payload.get("retry"):
+                raise IllegalTransitionError(
+                    f"chunk {chunk_id}: illegal transition {from_state} -> {to_state} "
+                    "(a published chunk is processed again only to retry its failed runs: "
+                    "'helmproc resume --retry-failed')"
+                )
         conn.execute(
             "INSERT INTO events (chunk_id, state, at, payload) VALUES (?, ?, ?, ?)",
             (chunk_id, to_state.value, utc_now(), _dumps(payload)),
@@ -469,6 +545,7 @@ class Journal:
 
     # -- reading state ------------------------------------------------------------------
 
+    @_reads
     def chunk_status(self, chunk_id: int) -> ChunkStatus:
         """The current state of one chunk; ``JournalError`` if it is not planned."""
         with self._mutex:
@@ -483,6 +560,7 @@ class Journal:
             fold.apply(ChunkState(state), at, json.loads(payload))
         return fold.freeze()
 
+    @_reads
     def chunk_statuses(self) -> dict[int, ChunkStatus]:
         """The current state of every chunk, by chunk_id (ascending)."""
         with self._mutex:
@@ -495,6 +573,7 @@ class Journal:
             fold.apply(ChunkState(state), at, json.loads(payload))
         return {cid: folds[cid].freeze() for cid in sorted(folds)}
 
+    @_reads
     def events(self) -> list[dict[str, Any]]:
         """The raw event log in ``seq`` order: seq, chunk_id, state, at, payload (decoded)."""
         with self._mutex:
@@ -506,6 +585,7 @@ class Journal:
             for s, c, st, at, p in rows
         ]
 
+    @_reads
     def last_event_at(self) -> str | None:
         """Time of the most recent event, or None if there are none."""
         with self._mutex:

@@ -97,7 +97,9 @@ def move(j: Journal, chunk_id: int, state: ChunkState) -> None:
     """Drive one transition through the public API."""
     if state is ChunkState.PROCESSED:
         runs = j.plan()[chunk_id].runs
-        j.record_processed(chunk_id, [shard(chunk_id)], [ok(r) for r in runs])
+        # from uploaded / cleaned only a retry of failed runs reprocesses (test_retry_failed)
+        retry = j.chunk_status(chunk_id).state in (ChunkState.UPLOADED, ChunkState.CLEANED)
+        j.record_processed(chunk_id, [shard(chunk_id)], [ok(r) for r in runs], retry=retry)
     elif state is ChunkState.UPLOADED:
         j.record_uploaded(chunk_id, f"commit-{len(j.events())}")
     elif state is ChunkState.CLEANED:
@@ -185,13 +187,14 @@ TRANSITIONS = [
     ((PR,), C, False),  # processed -> cleaned: would delete unpublished shards
     ((PR, U), U, True),  # uploaded -> uploaded: commit re-confirmed on resume
     ((PR, U), C, True),  # uploaded -> cleaned: local files deleted
-    ((PR, U), PR, False),  # uploaded -> processed: already published
+    ((PR, U), PR, True),  # uploaded -> processed: reprocessed to retry its failed runs
     ((PR, U), F, False),  # uploaded -> failed: the data is safe remotely
-    ((PR, U, C), PR, False),  # cleaned -> processed: cleaned is final
-    ((PR, U, C), U, False),  # cleaned -> uploaded: cleaned is final
-    ((PR, U, C), C, False),  # cleaned -> cleaned: cleaned is final
-    ((PR, U, C), F, False),  # cleaned -> failed: cleaned is final
+    ((PR, U, C), PR, True),  # cleaned -> processed: reprocessed to retry its failed runs
+    ((PR, U, C), U, False),  # cleaned -> uploaded: nothing new to upload
+    ((PR, U, C), C, False),  # cleaned -> cleaned: nothing left to delete
+    ((PR, U, C), F, False),  # cleaned -> failed: the published data is safe
     ((F, PR, F, PR, U), C, True),  # a chunk that failed twice still finishes
+    ((PR, U, C, PR, U), C, True),  # a retried chunk is published and cleaned again
 ]
 
 
@@ -744,6 +747,14 @@ def test_status_report_numbers(path: Path) -> None:
                 "reason": "run_spec.json: missing",
             }
         ],
+        "failures_by_reason": [
+            {
+                "reason": "run_spec.json: missing",
+                "count": 1,
+                "runs": ["lite/v1.0.0/mmlu:subject=s3,model=openai_gpt2"],
+                "example": "run_spec.json: missing",
+            }
+        ],
         "chunk_failures": [{"chunk_id": 1, "attempts": 2, "reason": "worker died again"}],
         "started_at": job.started_at,
         "updated_at": last_at,
@@ -788,7 +799,9 @@ def test_render_text(path: Path) -> None:
     assert "chunks   5: 1 planned, 1 processed, 1 uploaded, 1 cleaned, 1 failed" in lines
     assert "runs     9: 5 ok, 1 failed, 3 pending" in lines
     assert "output   33 rows in 4 shards, 3.0 KB" in lines
-    assert "  lite/v1.0.0/mmlu:subject=s3,model=openai_gpt2: run_spec.json: missing" in lines
+    assert "failed runs (1) by reason:" in lines
+    assert "  run_spec.json: missing: 1 run" in lines
+    assert "    lite/v1.0.0/mmlu:subject=s3,model=openai_gpt2" in lines
     assert "  chunk 1 after 2 attempt(s): worker died again" in lines
     assert len(lines) < 15
 
@@ -806,11 +819,11 @@ def test_render_text_truncates_long_failure_lists() -> None:
         rows=0,
         shards=0,
         bytes=0,
-        failures=tuple(RunFailure(f"p/s/r{i}", "bad") for i in range(50)),
+        failures=tuple(RunFailure(f"p/s/r{i}", f"f{i}.json: bad") for i in range(50)),
         chunk_failures=(),
         started_at="t",
         updated_at="t",
     )
     text = render_text(report)
-    assert text.count(": bad") == MAX_FAILURES_SHOWN
+    assert text.count(".json: bad: 1 run") == MAX_FAILURES_SHOWN  # one line per reason
     assert "'helmproc status --json' lists all" in text

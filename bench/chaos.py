@@ -1,0 +1,612 @@
+"""Chaos: ``kill -9`` a helmproc job at seeded moments, resume until done, check nothing was lost.
+
+How it works: ``Lab`` builds a corpus (the fixture's v1.1.0 runs copied ``copies`` times into
+one release, run names keeping their ``:``, ``,`` and ``=``), serves it from the loopback
+bucket (``tests/bucket_server.py``) and converts it once without interruption into a fake Hub
+(``tests/fake_hub.py``): that repo is the reference, and its wall time sets the scale of the
+timed kills. ``run_scenario`` then runs the same job as a subprocess (``helmproc run
+--source <bucket> ... --repo-id``) into a fresh fake Hub, and for each ``KillPoint`` of its plan
+``SIGKILL``s the whole process group (coordinator, pool, forkserver) when the point is reached:
+
+    time           t seconds after launch (drawn over the reference run's duration)
+    processed      right after the nth new ``processed`` event appears in the journal
+    uploaded       right after the nth new ``uploaded`` event appears in the journal
+    shard-write    while the nth shard of the invocation is being written (its temp file exists)
+    lfs-upload     as the Hub receives the nth LFS upload (the upload is cut off)
+    commit-sent    as the Hub receives the nth commit, before it is applied (it never lands)
+    commit-landed  right after the Hub applied the nth commit, before the reply is sent
+
+then runs ``helmproc resume`` (``run`` again when the kill came before the job was recorded),
+killing it at the plan's next point, and so on until an invocation finishes. ``check``
+compares the outcome with the reference: the Hub repo's files (paths and sha256), empty local
+staging and scratch, every run exactly once in the ``runs`` table, every chunk's journal
+history a legal sequence ending ``cleaned``, the journaled commits exactly the Hub's commits
+that carry shards (each holding its chunk's shards), and no shard path committed twice.
+
+Nothing persists across a crash of this script but its temporary folder (removed at the end
+unless ``--keep``). Run: ``python bench/chaos.py [--points 50] [--seed 1]``; it prints
+``survived N/M`` where M counts the kill points that fired and N those whose job still ended
+equal to the reference. ``tests/test_chaos.py`` runs a few fixed points of the same harness.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from bucket_server import BucketServer  # noqa: E402 - lives in tests/
+from fake_hub import FakeHub, Fault  # noqa: E402
+from jobkit import FIXED_EPOCH, FIXTURE  # noqa: E402
+
+from helmproc.journal.store import LEGAL_TRANSITIONS, ChunkState, Journal  # noqa: E402
+
+PROJECT = "chaos"
+RELEASE = "chaos"
+SUITE = "chaos"
+REPO = "org/chaos"
+HELMPROC = [sys.executable, "-m", "helmproc.cli"]
+POLL_S = 0.002
+INVOCATION_TIMEOUT_S = 180.0
+MAX_INVOCATIONS = 12  # a plan has at most 4 kills; more invocations means resume is stuck
+TIMED_KINDS = ("time",)
+JOURNAL_KINDS = ("processed", "uploaded")
+HUB_KINDS = ("lfs-upload", "commit-sent", "commit-landed")
+KINDS = (*TIMED_KINDS, *JOURNAL_KINDS, "shard-write", *HUB_KINDS)
+HUB_ROUTE = {"lfs-upload": "lfs-put", "commit-sent": "commit", "commit-landed": "commit"}
+
+
+@dataclass(frozen=True)
+class KillPoint:
+    """When to kill one invocation: ``kind`` (see the module docstring) and its nth/time."""
+
+    kind: str
+    nth: int = 1
+    at_s: float = 0.0
+
+    def describe(self) -> str:
+        if self.kind == "time":
+            return f"time {self.at_s:.2f}s"
+        return f"{self.kind} #{self.nth}"
+
+
+def draw_plan(rng: random.Random, reference_s: float, max_kills: int = 3) -> tuple[KillPoint, ...]:
+    """1..``max_kills`` kill points: half timed (spread over the job), half at named moments."""
+    plan: list[KillPoint] = []
+    for _ in range(rng.randint(1, max_kills)):
+        kind = "time" if rng.random() < 0.5 else rng.choice(KINDS[1:])
+        if kind == "time":
+            plan.append(KillPoint("time", at_s=round(rng.uniform(0.02, 1.0) * reference_s, 3)))
+        else:
+            plan.append(KillPoint(kind, nth=rng.randint(1, 3)))
+    return tuple(plan)
+
+
+# -- the world: corpus, bucket, reference ------------------------------------------------
+
+
+def make_corpus(dest: Path, copies: int) -> list[str]:
+    """``dest`` = a benchmark_output with one release of ``copies`` x the v1.1.0 runs."""
+    runs = sorted(p for p in (FIXTURE / "runs" / "v1.1.0").iterdir() if p.is_dir())
+    index: dict[str, str] = {}
+    for i in range(copies):
+        for run in runs:
+            spec = json.loads((run / "run_spec.json").read_text())
+            name = f"{spec['name']},copy={i}"
+            target = dest / "runs" / SUITE / name
+            shutil.copytree(run, target)
+            spec["name"] = name
+            (target / "run_spec.json").write_text(json.dumps(spec, indent=2))
+            index[name] = SUITE
+    (dest / "releases" / RELEASE).mkdir(parents=True)
+    (dest / "releases" / RELEASE / "runs_to_run_suites.json").write_text(json.dumps(index))
+    return sorted(index)
+
+
+def hub_env(hub: FakeHub, home: Path) -> dict[str, str]:
+    """The environment of a helmproc subprocess that publishes to ``hub``."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")
+        and k != "HF_TOKEN_PATH"
+    }
+    home.mkdir(parents=True, exist_ok=True)
+    env.update(
+        SOURCE_DATE_EPOCH=FIXED_EPOCH,
+        HF_ENDPOINT=hub.url,
+        HF_TOKEN=hub.token,
+        HF_HOME=str(home),
+        HF_HUB_DISABLE_XET="1",
+        HF_HUB_DISABLE_TELEMETRY="1",
+        HF_HUB_DISABLE_PROGRESS_BARS="1",
+    )
+    return env
+
+
+class Lab:
+    """The bucket serving the corpus, and the reference (uninterrupted) run's Hub repo."""
+
+    def __init__(
+        self,
+        root: Path,
+        copies: int = 3,
+        chunk_size: int = 2,
+        workers: int = 2,
+        upload_workers: int = 1,
+    ) -> None:
+        self.root = root
+        self.copies = copies
+        self.chunk_size = chunk_size
+        self.workers = workers
+        self.upload_workers = upload_workers
+        self.bucket = BucketServer()
+        self.names: list[str] = []
+        self.reference_files: dict[str, str] = {}
+        self.reference_s = 0.0
+
+    def __enter__(self) -> Lab:
+        self.names = make_corpus(self.root / "corpus", self.copies)
+        self.bucket.mount(f"{PROJECT}/benchmark_output", self.root / "corpus")
+        self.bucket.start()
+        try:
+            self._reference()
+        except BaseException:
+            self.bucket.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bucket.stop()
+
+    def run_args(self) -> list[str]:
+        return [
+            "run", "--source", self.bucket.base_url, "--benchmark", PROJECT,
+            "--release", RELEASE, "--repo-id", REPO, "--chunk-size", str(self.chunk_size),
+        ] + self.exec_args()  # fmt: skip
+
+    def exec_args(self) -> list[str]:
+        # a fast pace: the Hub's default (100/hour) would hold commits back for minutes
+        return [
+            "--max-workers", str(self.workers), "--upload-workers", str(self.upload_workers),
+            "--commits-per-hour", "36000", "--quiet",
+        ]  # fmt: skip
+
+    def _reference(self) -> None:
+        work = self.root / "reference"
+        work.mkdir()
+        hub = FakeHub().start()
+        try:
+            started = time.monotonic()
+            proc = subprocess.run(
+                [*HELMPROC, *self.run_args()],
+                cwd=work,
+                env=hub_env(hub, work / "hf_home"),
+                capture_output=True,
+                text=True,
+                timeout=INVOCATION_TIMEOUT_S,
+            )
+            self.reference_s = time.monotonic() - started
+            if proc.returncode != 0:
+                raise RuntimeError(f"reference run failed ({proc.returncode}):\n{proc.stderr}")
+            self.reference_files = hub.files(REPO)
+        finally:
+            hub.stop()
+
+
+# -- killing -----------------------------------------------------------------------------
+
+
+def kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _quiet_handle_error(request: object, client_address: object) -> None:
+    """Requests cut short by a kill (reset connections, half bodies) are expected here."""
+    if not isinstance(sys.exc_info()[1], ConnectionError | ValueError):
+        traceback.print_exc()
+
+
+class HubKiller:
+    """Kills the armed invocation from inside the fake Hub, at an exact request.
+
+    Wraps two methods of one ``FakeHub`` instance: ``_faults_for`` (called for every request
+    before it is handled: kills on the nth LFS upload or commit and drops that request) and
+    ``_apply_commit`` (kills right after the nth client commit was applied).
+    """
+
+    def __init__(self, hub: FakeHub) -> None:
+        hub.server.handle_error = _quiet_handle_error  # type: ignore[method-assign]
+        self.lock = threading.Lock()
+        self.point: KillPoint | None = None
+        self.pgid = 0
+        self.seen: Counter[str] = Counter()
+        self.fired = threading.Event()
+        faults_for = hub._faults_for
+        apply_commit = hub._apply_commit
+
+        def faults_hook(route: str, n: int) -> list[Fault]:
+            faults = faults_for(route, n)
+            if self._hit(route, ("lfs-upload", "commit-sent")):
+                faults = [*faults, Fault(route, n, "drop")]
+            return faults
+
+        def apply_hook(*args: Any) -> Any:
+            commit = apply_commit(*args)
+            if args[-1] == "client":
+                self._hit("commit", ("commit-landed",))
+            return commit
+
+        hub._faults_for = faults_hook  # type: ignore[method-assign]
+        hub._apply_commit = apply_hook  # type: ignore[method-assign]
+
+    def arm(self, point: KillPoint | None, pgid: int) -> None:
+        with self.lock:
+            self.point = point if point is not None and point.kind in HUB_KINDS else None
+            self.pgid = pgid
+            self.seen.clear()
+            self.fired.clear()
+
+    def _hit(self, route: str, kinds: tuple[str, ...]) -> bool:
+        with self.lock:
+            point = self.point
+            if point is None or point.kind not in kinds or HUB_ROUTE[point.kind] != route:
+                return False
+            self.seen[point.kind] += 1
+            if self.seen[point.kind] < point.nth:
+                return False
+            self.point = None
+            kill_group(self.pgid)
+            self.fired.set()
+            return True
+
+
+def journal_of(work: Path) -> Path | None:
+    found = sorted(work.glob(".helmproc/jobs/*/journal.sqlite"))
+    return found[0] if found else None
+
+
+def event_counts(journal: Path | None) -> Counter[str]:
+    """Events per state, read without a lock (as ``helmproc status`` does); empty if unreadable."""
+    if journal is None:
+        return Counter()
+    try:
+        db = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=0.5)
+    except sqlite3.Error:
+        return Counter()
+    try:
+        rows = db.execute("SELECT state, count(*) FROM events GROUP BY state").fetchall()
+    except sqlite3.Error:
+        return Counter()
+    finally:
+        db.close()
+    return Counter({state: n for state, n in rows})
+
+
+def temp_shards(work: Path) -> set[str]:
+    return {str(p) for p in work.glob(".helmproc/jobs/*/staging/**/*.tmp-*")}
+
+
+@dataclass
+class Invocation:
+    command: str
+    point: KillPoint | None
+    fired: bool
+    returncode: int
+    seconds: float
+    stderr: str
+
+
+def invoke(
+    args: list[str], work: Path, env: dict[str, str], point: KillPoint | None, hub: HubKiller
+) -> Invocation:
+    """Run one helmproc command, killing its process group when ``point`` is reached."""
+    err_path = work / f"stderr-{len(list(work.glob('stderr-*')))}.txt"
+    journal = journal_of(work)
+    base = event_counts(journal)
+    seen_temps: set[str] = set()
+    started = time.monotonic()
+    with open(err_path, "w") as err:
+        proc = subprocess.Popen(
+            [*HELMPROC, *args],
+            cwd=work,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            start_new_session=True,  # its own process group: the kill takes the whole tree
+        )
+    hub.arm(point, proc.pid)
+    fired = False
+    try:
+        while proc.poll() is None:
+            elapsed = time.monotonic() - started
+            if elapsed > INVOCATION_TIMEOUT_S:
+                kill_group(proc.pid)
+                proc.wait()
+                raise TimeoutError(f"helmproc {args[0]} ran over {INVOCATION_TIMEOUT_S:.0f} s")
+            if point is not None and not fired and point.kind not in HUB_KINDS:
+                if point.kind == "time":
+                    fired = elapsed >= point.at_s
+                elif point.kind in JOURNAL_KINDS:
+                    journal = journal or journal_of(work)
+                    fired = event_counts(journal)[point.kind] - base[point.kind] >= point.nth
+                elif point.kind == "shard-write":
+                    seen_temps |= temp_shards(work)
+                    fired = len(seen_temps) >= point.nth
+                if fired:
+                    kill_group(proc.pid)
+            time.sleep(POLL_S)
+        proc.wait()
+        fired = fired or hub.fired.is_set()
+    finally:
+        hub.arm(None, 0)
+        kill_group(proc.pid)  # leftovers of a group whose leader exited on its own
+    return Invocation(
+        args[0], point, fired, proc.returncode, time.monotonic() - started, err_path.read_text()
+    )
+
+
+# -- one scenario --------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    plan: tuple[KillPoint, ...]
+    invocations: list[Invocation] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def fired(self) -> list[KillPoint]:
+        return [i.point for i in self.invocations if i.fired and i.point is not None]
+
+    @property
+    def survived(self) -> bool:
+        return not self.problems
+
+    def describe(self) -> str:
+        steps = ", ".join(
+            f"{i.command}" + (f" killed at {i.point.describe()}" if i.fired and i.point else "")
+            + ("" if i.fired or i.returncode == 0 else f" -> exit {i.returncode}")
+            for i in self.invocations
+        )
+        return f"[{steps}]"
+
+
+def run_scenario(
+    lab: Lab, plan: tuple[KillPoint, ...], work: Path, hub: FakeHub | None = None
+) -> Outcome:
+    """Run the lab's job under ``plan`` until an invocation finishes, then ``check`` it.
+
+    The job publishes to ``hub`` if given (the caller starts and stops it), else to a fake
+    Hub of its own.
+    """
+    work.mkdir(parents=True)
+    outcome = Outcome(plan)
+    own_hub = hub is None
+    remote = FakeHub().start() if hub is None else hub
+    try:
+        killer = HubKiller(remote)
+        env = hub_env(remote, work / "hf_home")
+        for i in range(MAX_INVOCATIONS):
+            point = plan[i] if i < len(plan) else None
+            started = (work / ".helmproc" / "latest").exists()
+            args = ["resume", *lab.exec_args()] if started else lab.run_args()
+            inv = invoke(args, work, env, point, killer)
+            outcome.invocations.append(inv)
+            if inv.fired:
+                continue
+            if inv.returncode != 0:
+                tail = "\n".join(inv.stderr.strip().splitlines()[-8:])
+                outcome.problems.append(
+                    f"helmproc {inv.command} exited {inv.returncode} without being killed:\n{tail}"
+                )
+                return outcome
+            break
+        else:
+            outcome.problems.append(f"not done after {MAX_INVOCATIONS} invocations")
+            return outcome
+        outcome.problems.extend(check(lab, remote, work))
+    finally:
+        if own_hub:
+            remote.stop()
+    return outcome
+
+
+# -- the verdict ---------------------------------------------------------------------------
+
+
+def _legal(states: list[str]) -> bool:
+    if not states or states[0] != ChunkState.PLANNED.value:
+        return False
+    for prev, nxt in zip(states, states[1:], strict=False):
+        if ChunkState(nxt) not in LEGAL_TRANSITIONS[ChunkState(prev)]:
+            return False
+    return states[-1] == ChunkState.CLEANED.value
+
+
+def check(lab: Lab, hub: FakeHub, work: Path) -> list[str]:
+    """Everything that must hold after the job finished; empty when it all does."""
+    problems: list[str] = []
+    files = hub.files(REPO) if REPO in hub.repos else {}
+    ref = lab.reference_files
+    missing = sorted(set(ref) - set(files))
+    extra = sorted(set(files) - set(ref))
+    differ = sorted(p for p in set(ref) & set(files) if ref[p] != files[p])
+    for label, paths in (("missing", missing), ("extra", extra), ("different bytes", differ)):
+        if paths:
+            problems.append(f"destination vs reference: {label}: {paths[:5]}")
+
+    leftovers = [
+        str(p.relative_to(work))
+        for p in work.glob(".helmproc/jobs/*/*/**/*")
+        if p.is_file() and p.relative_to(work).parts[3] in ("staging", "scratch")
+    ]
+    if leftovers:
+        problems.append(f"local staging/scratch not empty: {leftovers[:5]}")
+
+    run_names: Counter[str] = Counter()
+    for path in files:
+        if path.startswith("runs/") and path.endswith(".parquet"):
+            try:
+                table = pq.read_table(pa.BufferReader(hub.content(REPO, path)))
+            except (pa.ArrowException, OSError) as exc:
+                problems.append(f"runs table: {path} does not read: {exc}")
+                continue
+            run_names.update(table.column("helm_run").to_pylist())
+    twice = sorted(n for n, k in run_names.items() if k > 1)
+    if twice or sorted(run_names) != lab.names:
+        problems.append(
+            f"runs table: {len(run_names)} distinct of {len(lab.names)} runs, twice: {twice[:3]}, "
+            f"missing: {sorted(set(lab.names) - set(run_names))[:3]}"
+        )
+
+    problems.extend(check_journal(lab, hub, work))
+    return problems
+
+
+def check_journal(lab: Lab, hub: FakeHub, work: Path) -> list[str]:
+    """The journal's events against the Hub's history: the same story, told twice."""
+    journal_path = journal_of(work)
+    if journal_path is None:
+        return ["no journal"]
+    with Journal.open(journal_path, readonly=True) as journal:
+        events = journal.events()
+        n_chunks = len(journal.plan())
+    problems: list[str] = []
+    by_chunk: dict[int, list[dict[str, Any]]] = {}
+    for event in events:
+        by_chunk.setdefault(event["chunk_id"], []).append(event)
+    if sorted(by_chunk) != list(range(n_chunks)):
+        problems.append(f"events cover chunks {sorted(by_chunk)}, plan has {n_chunks}")
+
+    commits = {c.oid: c for c in hub.commits(REPO)} if REPO in hub.repos else {}
+    outcome_runs: Counter[str] = Counter()
+    journaled: set[str] = set()
+    for cid, chunk_events in sorted(by_chunk.items()):
+        states = [e["state"] for e in chunk_events]
+        if not _legal(states):
+            problems.append(f"chunk {cid}: illegal history {states}")
+            continue
+        processed = [e for e in chunk_events if e["state"] == "processed"][-1]["payload"]
+        outcome_runs.update(o["run"]["run_name"] for o in processed["outcomes"] if o["ok"])
+        for event in (e for e in chunk_events if e["state"] == "uploaded"):
+            oid = event["payload"].get("commit_id")
+            journaled.add(oid)
+            commit = commits.get(oid)
+            if commit is None:
+                problems.append(f"chunk {cid}: journaled commit {oid} is not on the Hub")
+                continue
+            for shard in processed["shards"]:
+                entry = commit.files.get(shard["path"])
+                if entry is None or entry.sha256 != shard["sha256"]:
+                    problems.append(f"chunk {cid}: commit {oid[:8]} lacks {shard['path']}")
+    if sorted(outcome_runs) != lab.names or max(outcome_runs.values(), default=1) != 1:
+        problems.append("journaled run outcomes do not list every run exactly once")
+
+    added: dict[str, list[str]] = {}
+    shard_commits: set[str] = set()
+    for commit in commits.values():
+        for path in commit.added:
+            if path.endswith(".parquet"):
+                added.setdefault(path, []).append(commit.files[path].sha256)
+                shard_commits.add(commit.oid)
+    for path, shas in sorted(added.items()):
+        if len(set(shas)) > 1:
+            problems.append(f"{path} committed with different content {len(shas)} times")
+        elif len(shas) > 1:
+            problems.append(f"{path} committed {len(shas)} times (sent again)")
+    if journaled != shard_commits:
+        problems.append(
+            f"journaled commits {sorted(o[:8] for o in journaled)} != the Hub's commits with "
+            f"shards {sorted(o[:8] for o in shard_commits)}"
+        )
+    return problems
+
+
+# -- the bench -----------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--points", type=int, default=50, help="kill points to fire")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--copies", type=int, default=3, help="copies of the 7 fixture runs")
+    parser.add_argument("--chunk-size", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--upload-workers", type=int, default=1)
+    parser.add_argument("--max-kills", type=int, default=3, help="most kills in one scenario")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    args = parser.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="helmproc-chaos-"))
+    fired = survived = 0
+    by_kind: Counter[str] = Counter()
+    failures: list[str] = []
+    try:
+        with Lab(tmp, args.copies, args.chunk_size, args.workers, args.upload_workers) as lab:
+            print(
+                f"corpus: {len(lab.names)} runs, chunk size {args.chunk_size}, "
+                f"{args.workers} workers, {args.upload_workers} upload workers; uninterrupted "
+                f"run {lab.reference_s:.2f} s",
+                file=sys.stderr,
+            )
+            rng = random.Random(args.seed)
+            scenario = 0
+            while fired < args.points:
+                scenario += 1
+                plan = draw_plan(rng, lab.reference_s, args.max_kills)
+                outcome = run_scenario(lab, plan, tmp / f"s{scenario:03d}")
+                n = len(outcome.fired)
+                fired += n
+                by_kind.update(p.kind for p in outcome.fired)
+                if outcome.survived:
+                    survived += n
+                    if not args.keep:
+                        shutil.rmtree(tmp / f"s{scenario:03d}", ignore_errors=True)
+                else:
+                    failures.append(f"scenario {scenario}: {outcome.describe()}")
+                    failures.extend(f"  {p}" for p in outcome.problems)
+                print(
+                    f"scenario {scenario:3d}: {'ok  ' if outcome.survived else 'FAIL'} "
+                    f"{outcome.describe()}",
+                    file=sys.stderr,
+                )
+        for line in failures:
+            print(line)
+        kinds = ", ".join(f"{k} {by_kind[k]}" for k in KINDS if by_kind[k])
+        print(f"kill points fired by kind: {kinds}")
+        print(f"survived {survived}/{fired} kill points ({scenario} scenarios, seed {args.seed})")
+    finally:
+        if args.keep:
+            print(f"kept {tmp}", file=sys.stderr)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    if survived != fired:
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()
