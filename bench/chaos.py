@@ -562,7 +562,7 @@ def main() -> None:
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="helmproc-chaos-"))
-    fired = survived = 0
+    fired = survived = failed = 0
     by_kind: Counter[str] = Counter()
     failures: list[str] = []
     try:
@@ -575,7 +575,7 @@ def main() -> None:
             )
             rng = random.Random(args.seed)
             scenario = 0
-            while fired < args.points:
+            while fired < args.points and scenario < 3 * args.points:  # bounded if none fire
                 scenario += 1
                 plan = draw_plan(rng, lab.reference_s, args.max_kills)
                 outcome = run_scenario(lab, plan, tmp / f"s{scenario:03d}")
@@ -587,6 +587,7 @@ def main() -> None:
                     if not args.keep:
                         shutil.rmtree(tmp / f"s{scenario:03d}", ignore_errors=True)
                 else:
+                    failed += 1
                     failures.append(f"scenario {scenario}: {outcome.describe()}")
                     failures.extend(f"  {p}" for p in outcome.problems)
                 print(
@@ -598,13 +599,16 @@ def main() -> None:
             print(line)
         kinds = ", ".join(f"{k} {by_kind[k]}" for k in KINDS if by_kind[k])
         print(f"kill points fired by kind: {kinds}")
-        print(f"survived {survived}/{fired} kill points ({scenario} scenarios, seed {args.seed})")
+        print(
+            f"survived {survived}/{fired} kill points ({scenario} scenarios, {failed} failed; "
+            f"seed {args.seed})"
+        )
     finally:
         if args.keep:
             print(f"kept {tmp}", file=sys.stderr)
         else:
             shutil.rmtree(tmp, ignore_errors=True)
-    if survived != fired:
+    if survived != fired or failed:
         raise SystemExit(1)
 
 

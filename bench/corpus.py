@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import multiprocessing
 import random
 import re
@@ -148,7 +149,8 @@ def lite_plan(
     plans = []
     per_model = len(LITE_SCENARIOS)
     for i in range(n_runs):
-        model_index, (base, n) = divmod(i, per_model)[0], LITE_SCENARIOS[i % per_model]
+        model_index = i // per_model
+        base, n = LITE_SCENARIOS[i % per_model]
         model = _model(model_index)
         sep = "" if base.endswith(":") else ","
         name = f"{base}{sep}model={model.replace('/', '_')}{tag}"
@@ -404,7 +406,7 @@ def write_run(run_dir: Path, plan: RunPlan) -> GeneratedRun:
             varying = {
                 "tokens": len(prompt) // 4,
                 "runtime": request_time,
-                "prob": round(2.718281828 ** logprob, 6),
+                "prob": round(math.exp(logprob), 6),
                 "logprob": logprob,
                 "nbytes": 2,
                 "em": em,

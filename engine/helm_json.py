@@ -20,9 +20,9 @@ collector need not track the hundreds of thousands of small objects a large run 
 
 :func:`load_json` decodes a whole file, :func:`decode_json` one value cut out of a file (an
 element ``helm_stream`` found). Every failure becomes a :class:`RunConversionError` naming the
-file (``missing``, ``empty file``, ``not valid UTF-8 (byte N...)``, ``malformed JSON: ...``,
-``unexpected shape: <msgspec message with its JSON path>``; for an element the path starts at
-the element, e.g. ``$.request_states[7]``).
+file (``missing``, ``malformed JSON: ...`` including ``malformed JSON: empty file`` and
+``malformed JSON: not valid UTF-8 (byte N...)``, ``unexpected shape: <msgspec message with its
+JSON path>``; for an element the path starts at the element, e.g. ``$.request_states[7]``).
 Old HELM (< v0.2.4) wrote bare ``NaN`` into stats files, and model output can hold escaped
 lone UTF-16 surrogates (``"\\ud83d"``); msgspec rejects both. On such a decode error the value
 takes a slow path: lone surrogate escapes are replaced by U+FFFD (Arrow cannot store them),
@@ -257,7 +257,7 @@ def load_json(path: Path, type_: type[T]) -> T:
     except OSError as exc:
         raise RunConversionError(name, f"unreadable: {exc.strerror or exc}") from None
     if not data.strip():
-        raise RunConversionError(name, f"empty file ({len(data)} bytes)")
+        raise RunConversionError(name, f"malformed JSON: empty file ({len(data)} bytes)")
     return decode_json(data, type_, name)
 
 
@@ -280,7 +280,7 @@ def decode_json(data: bytes | memoryview, type_: type[T], file: str, at: str = "
     except UnicodeDecodeError as exc:
         where = "" if at == "$" else f" in {at}"
         raise RunConversionError(
-            file, f"not valid UTF-8 (byte {exc.start}{where}: {exc.reason})"
+            file, f"malformed JSON: not valid UTF-8 (byte {exc.start}{where}: {exc.reason})"
         ) from None
     except (ValueError, RecursionError):
         where = "" if at == "$" else f" (in {at})"

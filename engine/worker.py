@@ -15,9 +15,12 @@ whole chunk instead, so the coordinator can retry it.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 import resource
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,10 +103,29 @@ def w_process_chunk(spec: ChunkSpec) -> ChunkResult:
         announced.parent.mkdir(parents=True, exist_ok=True)
         announced.write_text(str(os.getpid()))
     try:
-        return _process(spec)
+        with gc_paused():
+            return _process(spec)
     finally:
         if announced is not None:
             announced.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off for a chunk's conversion, then back as it was.
+
+    Decoded runs hold no reference cycles (lists inside the msgspec structs are still
+    tracked), so the collections that hundreds of thousands of fresh containers trigger find
+    nothing; on the bench corpus they cost ~8% of a worker's CPU. Memory is unaffected: freed
+    objects still go by reference counting.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _process(spec: ChunkSpec) -> ChunkResult:

@@ -33,6 +33,8 @@ from helmproc.engine.plan import TABLES
 from helmproc.engine.publishers import DirPublisher
 from helmproc.engine.runner import execute_job, start_job
 from helmproc.engine.sources import DirSource, Source
+from helmproc.journal.status import MAX_RUNS_PER_REASON, RunFailure, StatusReport, render_text
+from helmproc.journal.store import ChunkState
 
 SUITE = "v1.0.0"
 RELEASE = "v1.1.0"
@@ -275,15 +277,15 @@ CASES = {
     "empty-file": Case(
         empty("stats.json"),
         "stats.json",
-        ("empty file (0 bytes)",),
-        group="stats.json: empty file",
+        ("malformed JSON: empty file (0 bytes)",),
+        group="stats.json: malformed JSON",
     ),
     # a raw 0xff byte inside a string of scenario.json (HELM writes ASCII-escaped JSON)
     "invalid-utf8": Case(
         replace_bytes("scenario.json", b'"name": "', b'"name": "\xff'),
         "scenario.json",
-        ("not valid UTF-8", "invalid start byte"),
-        group="scenario.json: not valid UTF-8",
+        ("malformed JSON: not valid UTF-8 (byte ", "invalid start byte"),
+        group="scenario.json: malformed JSON",
     ),
     # bare NaN in stats.json and per_instance_stats.json (HELM < v0.2.4 wrote it): converts
     "bare-nan": Case(nan_stats),
@@ -482,3 +484,34 @@ def test_status_groups_failures_by_reason(tmp_path: Path) -> None:
         "  scenario_state.json: larger than --max-file-bytes: 1 run\n"
         f"    {too_big}\n    e.g. {example}\n"
     ) in text
+
+
+def test_status_text_shows_a_few_runs_per_reason() -> None:
+    failures = tuple(
+        RunFailure(f"p/s/r{i}", f"stats.json: malformed JSON: bad at byte {i}") for i in range(5)
+    )
+    report = StatusReport(
+        job_id="j",
+        done=True,
+        n_chunks=1,
+        n_runs=5,
+        chunks={s.value: 0 for s in ChunkState},
+        runs={"ok": 0, "failed": 5},
+        rows=0,
+        shards=0,
+        bytes=0,
+        failures=failures,
+        chunk_failures=(),
+        started_at="t",
+        updated_at="t",
+    )
+    lines = render_text(report).splitlines()
+    start = lines.index("failed runs (5) by reason:")
+    assert lines[start + 1 :] == [
+        "  stats.json: malformed JSON: 5 runs",
+        *[f"    p/s/r{i}" for i in range(MAX_RUNS_PER_REASON)],
+        f"    ... and {5 - MAX_RUNS_PER_REASON} more",
+        "    e.g. stats.json: malformed JSON: bad at byte 0",
+    ]
+    [group] = report.to_json()["failures_by_reason"]
+    assert group["count"] == 5 and group["runs"] == [f.run for f in failures]  # --json: all

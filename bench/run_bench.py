@@ -1,0 +1,703 @@
+"""One command: ``helmproc run`` against the floor and the peer, on one generated HELM corpus.
+
+    python bench/run_bench.py            # default sizes: a few minutes on 2 cores
+    python bench/run_bench.py --full     # lite's instance counts (~1M instances, ~11 GB)
+
+What runs, side by side in one invocation (``bench/corpus.py`` generates every corpus, once,
+cached under ``bench/out/corpus/``; the corpus is served by the test suite's fake GCS bucket,
+``tests/bucket_server.py``, on 127.0.0.1):
+
+1. **helmproc**: ``helmproc run --source http://127.0.0.1:PORT/<bucket> --benchmark bench
+   --release R --to OUT`` as a subprocess, ``--max-workers`` and ``--memory-budget`` as given.
+2. **floor**: the same release index and the same five files per run fetched with plain
+   ``requests`` (one session per process) and decoded (``msgspec.json.decode`` into plain
+   Python objects; ``--floor-json`` adds a row with the stdlib ``json``), nothing converted or
+   written, in a pool of the same number of processes, also a subprocess.
+3. **peer**: every-eval-ever 0.3.0's HELM converter (``bench/peer_convert.py``, in a Python
+   3.12 venv made on first use) on a sample of the same runs read from local files, and
+   helmproc's converter (the pool function ``w_process_chunk``, one process) on that sample
+   too: converter throughput per core is instances per CPU second of each.
+4. **memory flatness**: ``helmproc run`` over HTTP on 500 and on 5,000 runs (run names mapped
+   onto a pool of generated runs of ``--flat-instances`` each, so disk stays small).
+5. **cost per instance**: helmproc's converter on runs of 1,000 and of 20,000 instances, CPU
+   per instance in steady state (each measured on a second pass over its runs in one process;
+   the big run takes the streaming path and spools its rows).
+
+Measured for each process tree (psutil, sampled every 0.1 s): wall time, CPU seconds of every
+process, peak RSS summed over the tree (shared pages counted once per process, so it bounds
+the budget's USS measure from above), peak disk (destination + staging + scratch + journal,
+or the peer's output + staging), and time to first shard: from process start until a
+``*.parquet`` (the peer: any ``*.json``) appears in the destination. The load average of the
+machine is recorded before and after each. Results are printed and written to
+``bench/out/report.json``; the targets of issue 6 are checked at the end. Work folders are
+deleted after each measurement; corpora are kept for the next invocation (``--clean`` drops
+them). Not a test: run it by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import multiprocessing
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import psutil
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+OUT = BENCH / "out"
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(BENCH))
+
+import corpus  # noqa: E402 - bench/corpus.py
+import peer_convert  # noqa: E402 - bench/peer_convert.py
+from bucket_server import BucketServer  # noqa: E402 - tests/bucket_server.py
+
+MAIN_PROJECT = "bench"
+FLAT_PROJECT = "flat{n}"
+RUN_FILES = corpus.RUN_FILES
+SAMPLE_S = 0.1
+FIRST_SHARD_POLL_S = 0.02
+DISK_EVERY = 5  # samples between two disk walks
+TARGETS = {
+    "converter_per_core_vs_peer": 20.0,  # at least
+    "end_to_end_vs_floor": 1.6,  # at most
+    "flatness": 1.15,  # at most
+    "cost_per_instance": 1.3,  # at most
+    "first_shard_s": 5.0,  # at most
+}
+
+
+# --- measuring a process tree -----------------------------------------------------------------
+
+
+@dataclass
+class Measured:
+    label: str
+    wall_s: float
+    cpu_s: float
+    peak_rss: int
+    peak_disk: int | None
+    first_output_s: float | None
+    load_before: tuple[float, float, float]
+    load_after: tuple[float, float, float]
+    stdout: str = field(default="", repr=False)
+
+
+def dir_bytes(path: Path) -> int:
+    total = 0
+    for folder, _dirs, files in os.walk(path, onerror=lambda _err: None):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(folder, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def _first_file(root: Path, suffix: str) -> bool:
+    for _folder, _dirs, files in os.walk(root, onerror=lambda _err: None):
+        if any(f.endswith(suffix) and ".tmp-" not in f for f in files):
+            return True
+    return False
+
+
+class TreeWatch(threading.Thread):
+    """Samples a process and its descendants: summed RSS, per-process CPU, disk, first output."""
+
+    def __init__(
+        self,
+        pid: int,
+        started: float,
+        disk_dirs: Sequence[Path],
+        output_dir: Path | None,
+        output_suffix: str,
+    ) -> None:
+        super().__init__(daemon=True)
+        self.root = psutil.Process(pid)
+        self.started = started
+        self.disk_dirs = list(disk_dirs)
+        self.output_dir = output_dir
+        self.output_suffix = output_suffix
+        self.peak_rss = 0
+        self.peak_disk = 0
+        self.first_output_s: float | None = None
+        self.cpu: dict[int, float] = {}
+        self._halt = threading.Event()
+
+    def _sample_tree(self) -> None:
+        try:
+            procs = [self.root, *self.root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return
+        rss = 0
+        for proc in procs:
+            try:
+                with proc.oneshot():
+                    rss += proc.memory_info().rss
+                    times = proc.cpu_times()
+            except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+                continue
+            self.cpu[proc.pid] = max(self.cpu.get(proc.pid, 0.0), times.user + times.system)
+        self.peak_rss = max(self.peak_rss, rss)
+
+    def run(self) -> None:
+        tick = 0
+        next_sample = 0.0
+        while not self._halt.is_set():
+            now = time.perf_counter()
+            if self.first_output_s is None and self.output_dir is not None:
+                if _first_file(self.output_dir, self.output_suffix):
+                    self.first_output_s = now - self.started
+            if now >= next_sample:
+                self._sample_tree()
+                if tick % DISK_EVERY == 0 and self.disk_dirs:
+                    self.sample_disk()
+                tick += 1
+                next_sample = now + SAMPLE_S
+            self._halt.wait(FIRST_SHARD_POLL_S if self.first_output_s is None else SAMPLE_S)
+
+    def sample_disk(self) -> None:
+        self.peak_disk = max(self.peak_disk, sum(dir_bytes(d) for d in self.disk_dirs))
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(timeout=5)
+
+
+def measure(
+    label: str,
+    command: Sequence[str],
+    *,
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    disk_dirs: Sequence[Path] = (),
+    output_dir: Path | None = None,
+    output_suffix: str = ".parquet",
+) -> Measured:
+    """Run ``command`` to completion while sampling its process tree."""
+    load_before = os.getloadavg()
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    watch = TreeWatch(proc.pid, started, disk_dirs, output_dir, output_suffix)
+    watch.start()
+    stdout, stderr = proc.communicate()
+    wall = time.perf_counter() - started
+    watch.stop()
+    if watch.disk_dirs:
+        watch.sample_disk()
+    if proc.returncode != 0:
+        raise SystemExit(f"{label} failed (exit {proc.returncode}):\n{stderr[-4000:]}")
+    result = Measured(
+        label=label,
+        wall_s=wall,
+        cpu_s=sum(watch.cpu.values()),
+        peak_rss=watch.peak_rss,
+        peak_disk=watch.peak_disk if disk_dirs else None,
+        first_output_s=watch.first_output_s,
+        load_before=load_before,
+        load_after=os.getloadavg(),
+        stdout=stdout,
+    )
+    say(
+        f"  {label}: {wall:.1f} s wall, {result.cpu_s:.1f} s CPU, peak RSS "
+        f"{mib(result.peak_rss)}, load {load_before[0]:.1f} -> {result.load_after[0]:.1f}"
+    )
+    return result
+
+
+# --- the three contenders ---------------------------------------------------------------------
+
+
+def helmproc_command(base_url: str, project: str, release: str, out: Path, args: Any) -> list[str]:
+    command = [
+        sys.executable, "-m", "helmproc.cli", "run",
+        "--source", base_url, "--benchmark", project, "--release", release,
+        "--to", str(out), "--max-workers", str(args.workers),
+        "--memory-budget", args.memory_budget, "--quiet", "--json",
+    ]  # fmt: skip
+    if args.chunk_size:
+        command += ["--chunk-size", str(args.chunk_size)]
+    return command
+
+
+def run_helmproc(label: str, base_url: str, project: str, release: str, args: Any) -> Measured:
+    work = OUT / "work" / label.replace(" ", "-")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    out = work / "dataset"
+    measured = measure(
+        label,
+        helmproc_command(base_url, project, release, out, args),
+        cwd=work,
+        disk_dirs=(out, work / ".helmproc"),
+        output_dir=out,
+    )
+    status = json.loads(measured.stdout)
+    if not status.get("done") or status["runs"].get("failed"):
+        raise SystemExit(f"{label}: helmproc did not convert every run: {status['runs']}")
+    shutil.rmtree(work, ignore_errors=True)
+    return measured
+
+
+_session: Any = None
+
+
+def _floor_run(job: tuple[str, str, str, str, str]) -> int:
+    """Fetch and decode one run's five files with plain requests; the bytes received."""
+    global _session
+    import requests
+
+    if _session is None:
+        _session = requests.Session()
+    base_url, project, suite, name, decoder = job
+    if decoder == "json":
+        decode = json.loads
+    else:
+        import msgspec
+
+        decode = msgspec.json.decode
+    prefix = "/".join(quote(p, safe="") for p in (project, "benchmark_output", "runs", suite, name))
+    n_bytes = 0
+    for file in RUN_FILES:
+        response = _session.get(f"{base_url}/{prefix}/{file}", timeout=120)
+        response.raise_for_status()
+        decode(response.content)
+        n_bytes += len(response.content)
+    return n_bytes
+
+
+def floor_child(base_url: str, project: str, release: str, workers: int, decoder: str) -> None:
+    import requests
+
+    index_url = f"{base_url}/{project}/benchmark_output/releases/{release}/runs_to_run_suites.json"
+    index = requests.get(index_url, timeout=120).json()
+    jobs = [(base_url, project, suite, name, decoder) for name, suite in sorted(index.items())]
+    with multiprocessing.get_context("forkserver").Pool(workers) as pool:
+        n_bytes = sum(pool.imap_unordered(_floor_run, jobs, chunksize=1))
+    print(json.dumps({"n_runs": len(jobs), "n_bytes": n_bytes}))
+
+
+def run_floor(base_url: str, release: str, n_runs: int, decoder: str, args: Any) -> Measured:
+    command = [
+        sys.executable, __file__, "_floor", base_url, MAIN_PROJECT, release,
+        str(args.workers), decoder,
+    ]  # fmt: skip
+    measured = measure(f"floor {decoder}", command, cwd=OUT)
+    if json.loads(measured.stdout)["n_runs"] != n_runs:
+        raise SystemExit(f"floor fetched {measured.stdout}, expected {n_runs} runs")
+    return measured
+
+
+def convert_child(root: str, work: str, passes: int) -> None:
+    """helmproc's pool function on every run under ``root`` in this one process, ``passes``
+    times; the last pass is measured (earlier ones warm the process up)."""
+    import resource
+
+    from helmproc.engine.sources import DirSource
+    from helmproc.engine.worker import ChunkSpec, w_process_chunk
+
+    def spec(source: DirSource, chunk_id: int, runs: Sequence[Any]) -> ChunkSpec:
+        return ChunkSpec(
+            job_id="bench",
+            chunk_id=chunk_id,
+            runs=tuple(runs),
+            source_config=source.config,
+            staging_root=str(Path(work) / "staging"),
+            scratch_root=str(Path(work) / "scratch"),
+            job_timestamp="1800000000",
+        )
+
+    warm = DirSource(corpus.FIXTURE_RUN.parent, project="warm-up")
+    w_process_chunk(spec(warm, 999_999, warm.discover()[:1]))  # imports, first-call setup
+    source = DirSource(root, project="bench")
+    refs = source.discover()
+    for chunk_id in range(1, passes):
+        w_process_chunk(spec(source, chunk_id, refs))
+        shutil.rmtree(Path(work) / "staging", ignore_errors=True)
+    cpu = time.process_time()
+    wall = time.perf_counter()
+    result = w_process_chunk(spec(source, 0, refs))
+    wall = time.perf_counter() - wall
+    cpu = time.process_time() - cpu
+    failed = [o.error for o in result.outcomes if not o.ok]
+    print(
+        json.dumps(
+            {
+                "n_runs": len(refs),
+                "n_failed": len(failed),
+                "failures": failed[:3],
+                "n_instances": sum(o.n_instances for o in result.outcomes),
+                "n_rows": sum(o.n_rows for o in result.outcomes),
+                "wall_s": wall,
+                "cpu_s": cpu,
+                "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            }
+        )
+    )
+
+
+def run_converter(label: str, root: Path, passes: int = 1) -> dict[str, Any]:
+    work = OUT / "work" / label.replace(" ", "-")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    command = [sys.executable, __file__, "_convert", str(root), str(work), str(passes)]
+    measured = measure(label, command, cwd=OUT)
+    shutil.rmtree(work, ignore_errors=True)
+    report = json.loads(measured.stdout)
+    if report["n_failed"]:
+        raise SystemExit(f"{label}: runs failed: {report['failures']}")
+    report["load_before"] = measured.load_before
+    report["load_after"] = measured.load_after
+    return report
+
+
+def run_peer(runs_dir: Path, n_runs: int) -> tuple[Measured, dict[str, Any]]:
+    python = peer_convert.setup()
+    work = OUT / "work" / "peer"
+    shutil.rmtree(work, ignore_errors=True)
+    (work / "tmp").mkdir(parents=True)
+    command = [
+        str(python), str(BENCH / "peer_convert.py"),
+        "--log-dir", str(runs_dir), "--out", str(work / "out"),
+    ]  # fmt: skip
+    env = dict(os.environ, TMPDIR=str(work / "tmp"))
+    measured = measure(
+        "peer (EEE 0.3.0)",
+        command,
+        cwd=work,
+        env=env,
+        disk_dirs=(work,),
+        output_dir=work / "out",
+        output_suffix=".json",
+    )
+    report = json.loads(measured.stdout.strip().splitlines()[-1])
+    if report["n_converted"] != n_runs or report["error"]:
+        raise SystemExit(f"peer converted {report['n_converted']}/{n_runs}: {report['error']}")
+    shutil.rmtree(work, ignore_errors=True)
+    return measured, report
+
+
+# --- corpora ----------------------------------------------------------------------------------
+
+
+def cached_corpus(name: str, plans: list[corpus.RunPlan], processes: int) -> corpus.Corpus:
+    """The corpus of ``plans`` under ``bench/out/corpus/<name>``, generated unless cached."""
+    root = OUT / "corpus" / name
+    key = hashlib.sha256(
+        json.dumps([asdict(p) for p in plans]).encode()
+        + (corpus.FIXTURE_RUN / "per_instance_stats.json").read_bytes()
+        + Path(corpus.__file__).read_bytes()
+    ).hexdigest()
+    marker = root / "corpus.json"
+    if marker.exists():
+        saved = json.loads(marker.read_text())
+        if saved["key"] == key:
+            runs = tuple(corpus.GeneratedRun(**r) for r in saved["runs"])
+            return corpus.Corpus(root, saved["release"], runs)
+    shutil.rmtree(root, ignore_errors=True)
+    started = time.perf_counter()
+    made = corpus.write_corpus(root, plans, processes=processes)
+    say(
+        f"generated {name}: {len(made.runs)} runs, {made.n_instances:,} instances, "
+        f"{made.n_bytes / 1e9:.2f} GB in {time.perf_counter() - started:.0f} s"
+    )
+    marker.write_text(
+        json.dumps({"key": key, "release": made.release, "runs": [asdict(r) for r in made.runs]})
+    )
+    return made
+
+
+def serve_aliases(
+    server: BucketServer, project: str, pool: corpus.Corpus, n_runs: int, release: str
+) -> None:
+    """Publish ``n_runs`` run names in ``project``, each backed by a run of ``pool``."""
+    base = f"{project}/benchmark_output"
+    index = {}
+    for i in range(n_runs):
+        run = pool.runs[i % len(pool.runs)]
+        name = f"mmlu:subject=flat_{i:05d},method=multiple_choice_joint,model=bench_model-{i % 91}"
+        index[name] = run.suite
+        for file in RUN_FILES:
+            server.objects[f"{base}/runs/{run.suite}/{name}/{file}"] = pool.run_dir(run) / file
+    index_path = OUT / "work" / f"{project}-runs_to_run_suites.json"
+    index_path.parent.mkdir(parents=True, exist_ok=True)
+    index_path.write_text(json.dumps(index))
+    server.objects[f"{base}/releases/{release}/runs_to_run_suites.json"] = index_path
+
+
+def peer_sample(main: corpus.Corpus, min_instances: int) -> list[corpus.GeneratedRun]:
+    """Runs spread over the whole corpus (every scenario of the lite mix), deterministic."""
+    n = len(main.runs)
+    stride = next(s for s in (11, 13, 17, 19, 23, 29, 31) if math.gcd(s, n) == 1 or n == 1)
+    picked: list[corpus.GeneratedRun] = []
+    total = 0
+    for i in range(n):
+        run = main.runs[(i * stride) % n]
+        picked.append(run)
+        total += run.n_instances
+        if total >= min_instances:
+            break
+    return picked
+
+
+def link_runs(corpus_: corpus.Corpus, runs: Sequence[corpus.GeneratedRun], folder: Path) -> Path:
+    """A folder of symlinks to ``runs`` (a bare folder of run directories, as the peer reads)."""
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    for run in runs:
+        (folder / run.name).symlink_to(corpus_.run_dir(run), target_is_directory=True)
+    return folder
+
+
+# --- reporting --------------------------------------------------------------------------------
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def mib(n: float | None) -> str:
+    if n is None:
+        return "-"
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
+
+
+def row(m: Measured, n_runs: int, n_instances: int) -> str:
+    first = f"{m.first_output_s:.2f} s" if m.first_output_s is not None else "-"
+    return (
+        f"{m.label:<24} {m.wall_s:8.1f} {n_runs / m.wall_s * 60:9.0f} {n_instances / m.wall_s:9.0f}"
+        f" {m.cpu_s:8.1f} {first:>11} {mib(m.peak_rss):>10} {mib(m.peak_disk):>10}"
+        f"   {m.load_before[0]:.1f}->{m.load_after[0]:.1f}"
+    )
+
+
+HEADER = (
+    f"{'':<24} {'wall s':>8} {'runs/min':>9} {'inst/s':>9} {'CPU s':>8} {'first shard':>11} "
+    f"{'peak RSS':>10} {'peak disk':>10}   load"
+)
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def machine() -> str:
+    model = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory = psutil.virtual_memory().total / 2**30
+    python = platform.python_version()
+    return f"{os.cpu_count()} CPUs ({model}), {memory:.0f} GiB RAM, Python {python}"
+
+
+# --- the benchmark ----------------------------------------------------------------------------
+
+
+def main_bench(args: argparse.Namespace) -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    scale = 1.0 if args.full else args.scale
+    say(f"machine: {machine()}; load average {os.getloadavg()[0]:.1f}")
+    main = cached_corpus(
+        f"lite-{args.runs}-x{scale:g}",
+        corpus.lite_plan(args.runs, scale, seed=args.seed),
+        args.processes,
+    )
+    small = cached_corpus(
+        f"cost-{args.cost_runs}x{args.cost_small}",
+        corpus.uniform_plan(args.cost_runs, args.cost_small, seed=args.seed + 1),
+        args.processes,
+    )
+    large = cached_corpus(
+        f"cost-1x{args.cost_large}",
+        corpus.uniform_plan(1, args.cost_large, seed=args.seed + 2),
+        args.processes,
+    )
+    flat_pool = cached_corpus(
+        f"flat-pool-{args.flat_pool}x{args.flat_instances}",
+        corpus.uniform_plan(args.flat_pool, args.flat_instances, seed=args.seed + 3),
+        args.processes,
+    )
+    sample = peer_sample(main, args.peer_instances)
+    sample_instances = sum(r.n_instances for r in sample)
+    sample_dir = link_runs(main, sample, OUT / "work" / "peer-runs")
+    report: dict[str, Any] = {
+        "machine": machine(),
+        "command": " ".join(sys.argv),
+        "corpus": {
+            "runs": len(main.runs),
+            "instances": main.n_instances,
+            "bytes": main.n_bytes,
+            "instance_scale": scale,
+        },
+        "workers": args.workers,
+        "memory_budget": args.memory_budget,
+    }
+    say(
+        f"corpus: {len(main.runs):,} lite-shaped runs (instances x{scale:g}), "
+        f"{main.n_instances:,} instances, {main.n_bytes / 1e9:.2f} GB; {args.workers} processes"
+    )
+
+    with BucketServer() as server:
+        server.mount(f"{MAIN_PROJECT}/benchmark_output", main.root)
+        flat_counts = (args.flat_small, args.flat_large)
+        for n in flat_counts:
+            serve_aliases(server, FLAT_PROJECT.format(n=n), flat_pool, n, main.release)
+        say("measuring (helmproc, floor; then peer; then scaling)")
+        url = server.base_url
+        helm = run_helmproc("helmproc run (HTTP)", url, MAIN_PROJECT, main.release, args)
+        floor = run_floor(server.base_url, main.release, len(main.runs), "msgspec", args)
+        floors = [floor]
+        if args.floor_json:
+            floors.append(run_floor(server.base_url, main.release, len(main.runs), "json", args))
+        flats = {
+            n: run_helmproc(
+                f"helmproc {n} runs", server.base_url, FLAT_PROJECT.format(n=n), main.release, args
+            )
+            for n in flat_counts
+        }
+    peer, peer_report = run_peer(sample_dir, len(sample))
+    ours = run_converter("helmproc converter (sample)", sample_dir)
+    # Warm (a first pass over the same runs untimed): cost per instance in steady state.
+    cost_small = run_converter(f"converter {args.cost_small}/run", small.root, passes=2)
+    cost_large = run_converter(f"converter {args.cost_large}/run", large.root, passes=2)
+
+    # --- the table
+    lines = [
+        f"machine: {machine()}",
+        f"command: {' '.join(sys.argv)}",
+        f"corpus: {len(main.runs):,} runs in lite's mix (MMLU-shaped, 2-4 KB few-shot prompts,"
+        f" instances x{scale:g} of lite's, {min(r.n_instances for r in main.runs)}-"
+        f"{max(r.n_instances for r in main.runs)} per run), {main.n_instances:,} instances,"
+        f" {main.n_bytes / 1e9:.2f} GB, served on 127.0.0.1; {args.workers} processes,"
+        f" --memory-budget {args.memory_budget}",
+        "",
+        HEADER,
+        row(helm, len(main.runs), main.n_instances),
+        *(row(f, len(main.runs), main.n_instances) for f in floors),
+        row(peer, len(sample), sample_instances),
+        f"  (peer: {len(sample)} of the runs, {sample_instances:,} instances, local files;"
+        f" {peer_report['import_s']:.1f} s of imports included in its wall time)",
+    ]
+    peer_rate = sample_instances / peer_report["cpu_s"]
+    our_rate = ours["n_instances"] / ours["cpu_s"]
+    per_core = our_rate / peer_rate
+    e2e = helm.wall_s / floor.wall_s
+    cost_ratio = (cost_large["cpu_s"] / cost_large["n_instances"]) / (
+        cost_small["cpu_s"] / cost_small["n_instances"]
+    )
+    budget = _parse_size(args.memory_budget)
+    flat_ratio = flats[flat_counts[1]].peak_rss / flats[flat_counts[0]].peak_rss
+    peaks = [helm.peak_rss, *(m.peak_rss for m in flats.values())]
+    first = helm.first_output_s if helm.first_output_s is not None else math.inf
+    rows_match = ours["n_rows"] == peer_report["n_rows"]
+    lines += [
+        "",
+        "targets (each ratio from this one run):",
+        f"  converter per core   helmproc {our_rate:,.0f} inst/CPU-s vs peer {peer_rate:,.0f} on"
+        f" the same {len(sample)} runs: {per_core:.1f}x (target >= 20x): {verdict(per_core >= 20)}",
+        f"                       rows: helmproc {ours['n_rows']:,}, peer {peer_report['n_rows']:,}"
+        f" ({'same' if rows_match else 'DIFFERENT'}); end to end, helmproc run converts"
+        f" {main.n_instances / helm.cpu_s:,.0f} inst per CPU-s of its whole tree",
+        f"  end to end           helmproc {helm.wall_s:.1f} s / floor {floor.wall_s:.1f} s ="
+        f" {e2e:.2f}x (target <= 1.6x): {verdict(e2e <= 1.6)}",
+        f"  peak memory          {', '.join(mib(p) for p in peaks)} (main, {flat_counts[0]},"
+        f" {flat_counts[1]} runs) vs budget {mib(budget)}: {verdict(max(peaks) <= budget)}",
+        f"  flatness             {flat_counts[0]} runs {mib(flats[flat_counts[0]].peak_rss)},"
+        f" {flat_counts[1]} runs {mib(flats[flat_counts[1]].peak_rss)}: {flat_ratio:.2f}x"
+        f" (target <= 1.15x): {verdict(flat_ratio <= 1.15)}",
+        f"  cost per instance    {cost_small['cpu_s'] / cost_small['n_instances'] * 1e6:.0f} us at"
+        f" {args.cost_small:,}/run, {cost_large['cpu_s'] / cost_large['n_instances'] * 1e6:.0f} us"
+        f" at {args.cost_large:,}/run: {cost_ratio:.2f}x (target <= 1.3x):"
+        f" {verdict(cost_ratio <= 1.3)}",
+        f"  first shard          {first:.2f} s on {len(main.runs):,} runs (target <= 5 s):"
+        f" {verdict(first <= 5)}",
+    ]
+    for n, m in flats.items():
+        lines.append(
+            f"  ({n} runs of {args.flat_instances} instances: {m.wall_s:.1f} s,"
+            f" {n / m.wall_s * 60:,.0f} runs/min, first shard {m.first_output_s or 0:.2f} s)"
+        )
+    print("\n".join(lines))
+    report.update(
+        helmproc=asdict(helm) | {"stdout": None},
+        floors=[asdict(f) | {"stdout": None} for f in floors],
+        peer=asdict(peer) | {"stdout": None} | {"report": peer_report, "runs": len(sample)},
+        helmproc_converter_sample=ours,
+        cost={"small": cost_small, "large": cost_large},
+        flatness={str(n): asdict(m) | {"stdout": None} for n, m in flats.items()},
+        ratios={
+            "converter_per_core_vs_peer": per_core,
+            "end_to_end_vs_floor": e2e,
+            "flatness": flat_ratio,
+            "cost_per_instance": cost_ratio,
+            "first_shard_s": first,
+            "peak_rss_max": max(peaks),
+        },
+        targets=TARGETS,
+    )
+    (OUT / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    shutil.rmtree(OUT / "work", ignore_errors=True)
+    if args.clean:
+        shutil.rmtree(OUT / "corpus", ignore_errors=True)
+
+
+def _parse_size(text: str) -> int:
+    from helmproc.engine.budget import parse_size
+
+    return parse_size(text)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["_floor"]:
+        base_url, project, release, workers, decoder = argv[1:6]
+        floor_child(base_url, project, release, int(workers), decoder)
+        return
+    if argv[:1] == ["_convert"]:
+        convert_child(argv[1], argv[2], int(argv[3]))
+        return
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--full", action="store_true", help="lite's full instance counts")
+    parser.add_argument("--runs", type=int, default=corpus.LITE_RUNS, help="runs in the corpus")
+    parser.add_argument("--scale", type=float, default=0.2, help="instances x lite's (default)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--memory-budget", default="2G", help="helmproc --memory-budget")
+    parser.add_argument("--chunk-size", type=int, default=0, help="helmproc --chunk-size")
+    parser.add_argument("--floor-json", action="store_true", help="also a floor with json")
+    parser.add_argument("--peer-instances", type=int, default=10_000, help="peer sample size")
+    parser.add_argument("--flat-small", type=int, default=500)
+    parser.add_argument("--flat-large", type=int, default=5000)
+    parser.add_argument("--flat-instances", type=int, default=100)
+    parser.add_argument("--flat-pool", type=int, default=50, help="distinct runs behind them")
+    parser.add_argument("--cost-small", type=int, default=1000)
+    parser.add_argument("--cost-runs", type=int, default=4, help="runs at --cost-small")
+    parser.add_argument("--cost-large", type=int, default=20_000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--processes", type=int, default=2, help="for corpus generation")
+    parser.add_argument("--clean", action="store_true", help="delete the corpora at the end")
+    main_bench(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()
