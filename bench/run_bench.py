@@ -514,8 +514,14 @@ def machine() -> str:
 # --- the benchmark ----------------------------------------------------------------------------
 
 
+PARTS = ("main", "flat", "peer", "cost")
+
+
 def main_bench(args: argparse.Namespace) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
+    parts = set(args.parts.split(","))
+    if not parts <= set(PARTS):
+        raise SystemExit(f"--parts takes a comma list of {', '.join(PARTS)}")
     scale = 1.0 if args.full else args.scale
     say(f"machine: {machine()}; load average {os.getloadavg()[0]:.1f}")
     main = cached_corpus(
@@ -523,143 +529,171 @@ def main_bench(args: argparse.Namespace) -> None:
         corpus.lite_plan(args.runs, scale, seed=args.seed),
         args.processes,
     )
-    small = cached_corpus(
-        f"cost-{args.cost_runs}x{args.cost_small}",
-        corpus.uniform_plan(args.cost_runs, args.cost_small, seed=args.seed + 1),
-        args.processes,
-    )
-    large = cached_corpus(
-        f"cost-1x{args.cost_large}",
-        corpus.uniform_plan(1, args.cost_large, seed=args.seed + 2),
-        args.processes,
-    )
-    flat_pool = cached_corpus(
-        f"flat-pool-{args.flat_pool}x{args.flat_instances}",
-        corpus.uniform_plan(args.flat_pool, args.flat_instances, seed=args.seed + 3),
-        args.processes,
-    )
-    sample = peer_sample(main, args.peer_instances)
-    sample_instances = sum(r.n_instances for r in sample)
-    sample_dir = link_runs(main, sample, OUT / "work" / "peer-runs")
-    report: dict[str, Any] = {
-        "machine": machine(),
-        "command": " ".join(sys.argv),
-        "corpus": {
-            "runs": len(main.runs),
-            "instances": main.n_instances,
-            "bytes": main.n_bytes,
-            "instance_scale": scale,
-        },
-        "workers": args.workers,
-        "memory_budget": args.memory_budget,
-    }
-    say(
-        f"corpus: {len(main.runs):,} lite-shaped runs (instances x{scale:g}), "
-        f"{main.n_instances:,} instances, {main.n_bytes / 1e9:.2f} GB; {args.workers} processes"
-    )
-
-    with BucketServer() as server:
-        server.mount(f"{MAIN_PROJECT}/benchmark_output", main.root)
-        flat_counts = (args.flat_small, args.flat_large)
-        for n in flat_counts:
-            serve_aliases(server, FLAT_PROJECT.format(n=n), flat_pool, n, main.release)
-        say("measuring (helmproc, floor; then peer; then scaling)")
-        url = server.base_url
-        helm = run_helmproc("helmproc run (HTTP)", url, MAIN_PROJECT, main.release, args)
-        floor = run_floor(server.base_url, main.release, len(main.runs), "msgspec", args)
-        floors = [floor]
-        if args.floor_json:
-            floors.append(run_floor(server.base_url, main.release, len(main.runs), "json", args))
-        flats = {
-            n: run_helmproc(
-                f"helmproc {n} runs", server.base_url, FLAT_PROJECT.format(n=n), main.release, args
-            )
-            for n in flat_counts
-        }
-    peer, peer_report = run_peer(sample_dir, len(sample))
-    ours = run_converter("helmproc converter (sample)", sample_dir)
-    # Warm (a first pass over the same runs untimed): cost per instance in steady state.
-    cost_small = run_converter(f"converter {args.cost_small}/run", small.root, passes=2)
-    cost_large = run_converter(f"converter {args.cost_large}/run", large.root, passes=2)
-
-    # --- the table
+    n_runs, n_instances = len(main.runs), main.n_instances
+    sizes = sorted(r.n_instances for r in main.runs)
     lines = [
         f"machine: {machine()}",
         f"command: {' '.join(sys.argv)}",
-        f"corpus: {len(main.runs):,} runs in lite's mix (MMLU-shaped, 2-4 KB few-shot prompts,"
-        f" instances x{scale:g} of lite's, {min(r.n_instances for r in main.runs)}-"
-        f"{max(r.n_instances for r in main.runs)} per run), {main.n_instances:,} instances,"
-        f" {main.n_bytes / 1e9:.2f} GB, served on 127.0.0.1; {args.workers} processes,"
-        f" --memory-budget {args.memory_budget}",
-        "",
-        HEADER,
-        row(helm, len(main.runs), main.n_instances),
-        *(row(f, len(main.runs), main.n_instances) for f in floors),
-        row(peer, len(sample), sample_instances),
-        f"  (peer: {len(sample)} of the runs, {sample_instances:,} instances, local files;"
-        f" {peer_report['import_s']:.1f} s of imports included in its wall time)",
+        f"corpus: {n_runs:,} runs in lite's mix (MMLU-shaped, 2-4 KB few-shot prompts, instances"
+        f" x{scale:g} of lite's, {sizes[0]}-{sizes[-1]} per run), {n_instances:,} instances,"
+        f" {main.n_bytes / 1e9:.2f} GB, served on 127.0.0.1 by the bench process; "
+        f"{args.workers} processes, --memory-budget {args.memory_budget}",
     ]
-    peer_rate = sample_instances / peer_report["cpu_s"]
-    our_rate = ours["n_instances"] / ours["cpu_s"]
-    per_core = our_rate / peer_rate
-    e2e = helm.wall_s / floor.wall_s
-    cost_ratio = (cost_large["cpu_s"] / cost_large["n_instances"]) / (
-        cost_small["cpu_s"] / cost_small["n_instances"]
-    )
+    report: dict[str, Any] = {
+        "machine": machine(),
+        "command": " ".join(sys.argv),
+        "corpus": {"runs": n_runs, "instances": n_instances, "bytes": main.n_bytes},
+        "instance_scale": scale,
+        "workers": args.workers,
+        "memory_budget": args.memory_budget,
+        "targets": TARGETS,
+    }
+    ratios: dict[str, float] = {}
+    verdicts: list[str] = []
     budget = _parse_size(args.memory_budget)
-    flat_ratio = flats[flat_counts[1]].peak_rss / flats[flat_counts[0]].peak_rss
-    peaks = [helm.peak_rss, *(m.peak_rss for m in flats.values())]
-    first = helm.first_output_s if helm.first_output_s is not None else math.inf
-    rows_match = ours["n_rows"] == peer_report["n_rows"]
-    lines += [
-        "",
-        "targets (each ratio from this one run):",
-        f"  converter per core   helmproc {our_rate:,.0f} inst/CPU-s vs peer {peer_rate:,.0f} on"
-        f" the same {len(sample)} runs: {per_core:.1f}x (target >= 20x): {verdict(per_core >= 20)}",
-        f"                       rows: helmproc {ours['n_rows']:,}, peer {peer_report['n_rows']:,}"
-        f" ({'same' if rows_match else 'DIFFERENT'}); end to end, helmproc run converts"
-        f" {main.n_instances / helm.cpu_s:,.0f} inst per CPU-s of its whole tree",
-        f"  end to end           helmproc {helm.wall_s:.1f} s / floor {floor.wall_s:.1f} s ="
-        f" {e2e:.2f}x (target <= 1.6x): {verdict(e2e <= 1.6)}",
-        f"  peak memory          {', '.join(mib(p) for p in peaks)} (main, {flat_counts[0]},"
-        f" {flat_counts[1]} runs) vs budget {mib(budget)}: {verdict(max(peaks) <= budget)}",
-        f"  flatness             {flat_counts[0]} runs {mib(flats[flat_counts[0]].peak_rss)},"
-        f" {flat_counts[1]} runs {mib(flats[flat_counts[1]].peak_rss)}: {flat_ratio:.2f}x"
-        f" (target <= 1.15x): {verdict(flat_ratio <= 1.15)}",
-        f"  cost per instance    {cost_small['cpu_s'] / cost_small['n_instances'] * 1e6:.0f} us at"
-        f" {args.cost_small:,}/run, {cost_large['cpu_s'] / cost_large['n_instances'] * 1e6:.0f} us"
-        f" at {args.cost_large:,}/run: {cost_ratio:.2f}x (target <= 1.3x):"
-        f" {verdict(cost_ratio <= 1.3)}",
-        f"  first shard          {first:.2f} s on {len(main.runs):,} runs (target <= 5 s):"
-        f" {verdict(first <= 5)}",
-    ]
-    for n, m in flats.items():
-        lines.append(
-            f"  ({n} runs of {args.flat_instances} instances: {m.wall_s:.1f} s,"
-            f" {n / m.wall_s * 60:,.0f} runs/min, first shard {m.first_output_s or 0:.2f} s)"
+    peaks: list[tuple[str, int]] = []
+    table: list[str] = []
+
+    if parts & {"main", "flat"}:
+        flat_pool = cached_corpus(
+            f"flat-pool-{args.flat_pool}x{args.flat_instances}",
+            corpus.uniform_plan(args.flat_pool, args.flat_instances, seed=args.seed + 3),
+            args.processes,
         )
+        flat_counts = (args.flat_small, args.flat_large)
+        with BucketServer() as server:
+            server.mount(f"{MAIN_PROJECT}/benchmark_output", main.root)
+            for n in flat_counts:
+                serve_aliases(server, FLAT_PROJECT.format(n=n), flat_pool, n, main.release)
+            url = server.base_url
+            if "main" in parts:
+                helms: list[Measured] = []
+                floors: list[Measured] = []
+                jsons: list[Measured] = []
+                for _ in range(args.repeat):  # interleaved, so both see the same load
+                    helms.append(
+                        run_helmproc("helmproc run (HTTP)", url, MAIN_PROJECT, main.release, args)
+                    )
+                    floors.append(run_floor(url, main.release, n_runs, "msgspec", args))
+                    if args.floor_json:
+                        jsons.append(run_floor(url, main.release, n_runs, "json", args))
+                helm, floor = median_run(helms), median_run(floors)
+                table += [row(helm, n_runs, n_instances), row(floor, n_runs, n_instances)]
+                if jsons:
+                    table.append(row(median_run(jsons), n_runs, n_instances))
+                e2e = helm.wall_s / floor.wall_s
+                first = helm.first_output_s if helm.first_output_s is not None else math.inf
+                ratios.update(end_to_end_vs_floor=e2e, first_shard_s=first)
+                peaks.append(("main", helm.peak_rss))
+                of = f" (medians of {args.repeat} interleaved rounds)" if args.repeat > 1 else ""
+                verdicts += [
+                    f"  end to end           helmproc {helm.wall_s:.1f} s / floor"
+                    f" {floor.wall_s:.1f} s = {e2e:.2f}x{of} (target <= 1.6x):"
+                    f" {verdict(e2e <= 1.6)}",
+                    f"                       CPU of the process trees: helmproc {helm.cpu_s:.0f} s"
+                    f" ({helm.cpu_s / n_instances * 1e6:.0f} us/instance), floor"
+                    f" {floor.cpu_s:.0f} s ({floor.cpu_s / n_instances * 1e6:.0f} us/instance)",
+                    f"  first shard          {first:.2f} s on {n_runs:,} runs (target <= 5 s):"
+                    f" {verdict(first <= 5)}",
+                ]
+                report.update(
+                    helmproc=[as_json(m) for m in helms],
+                    floor=[as_json(m) for m in floors],
+                    floor_json=[as_json(m) for m in jsons],
+                )
+            if "flat" in parts:
+                flats = {
+                    n: run_helmproc(
+                        f"helmproc {n} runs", url, FLAT_PROJECT.format(n=n), main.release, args
+                    )
+                    for n in flat_counts
+                }
+                small_peak, large_peak = (flats[n].peak_rss for n in flat_counts)
+                flat_ratio = large_peak / small_peak
+                ratios["flatness"] = flat_ratio
+                peaks += [(f"{n} runs", m.peak_rss) for n, m in flats.items()]
+                verdicts.append(
+                    f"  flatness             {flat_counts[0]} runs {mib(small_peak)},"
+                    f" {flat_counts[1]} runs {mib(large_peak)}: {flat_ratio:.2f}x"
+                    f" (target <= 1.15x): {verdict(flat_ratio <= 1.15)}"
+                )
+                for n, m in flats.items():
+                    table.append(row(m, n, n * args.flat_instances))
+                report["flatness"] = {str(n): as_json(m) for n, m in flats.items()}
+    if peaks:
+        worst = max(p for _, p in peaks)
+        verdicts.append(
+            f"  peak memory          {', '.join(f'{mib(p)} ({label})' for label, p in peaks)}"
+            f" vs --memory-budget {mib(budget)}: {verdict(worst <= budget)}"
+        )
+        ratios["peak_rss_max"] = worst
+
+    if "peer" in parts:
+        sample = peer_sample(main, args.peer_instances)
+        sample_instances = sum(r.n_instances for r in sample)
+        sample_dir = link_runs(main, sample, OUT / "work" / "peer-runs")
+        peer, peer_report = run_peer(sample_dir, len(sample))
+        ours = run_converter("helmproc converter (sample)", sample_dir)
+        table.append(row(peer, len(sample), sample_instances))
+        peer_rate = sample_instances / peer_report["cpu_s"]
+        our_rate = ours["n_instances"] / ours["cpu_s"]
+        per_core = our_rate / peer_rate
+        ratios["converter_per_core_vs_peer"] = per_core
+        same = "same" if ours["n_rows"] == peer_report["n_rows"] else "DIFFERENT"
+        verdicts += [
+            f"  converter per core   helmproc {our_rate:,.0f} inst/CPU-s vs peer {peer_rate:,.0f}"
+            f" on the same {len(sample)} runs ({sample_instances:,} instances, local files):"
+            f" {per_core:.1f}x (target >= 20x): {verdict(per_core >= 20)}",
+            f"                       rows written: helmproc {ours['n_rows']:,}, peer"
+            f" {peer_report['n_rows']:,} ({same}); peer imports {peer_report['import_s']:.1f} s"
+            " (in its wall time, not in its CPU figure)",
+        ]
+        report.update(peer=as_json(peer) | {"report": peer_report}, helmproc_converter=ours)
+
+    if "cost" in parts:
+        small = cached_corpus(
+            f"cost-{args.cost_runs}x{args.cost_small}",
+            corpus.uniform_plan(args.cost_runs, args.cost_small, seed=args.seed + 1),
+            args.processes,
+        )
+        large = cached_corpus(
+            f"cost-1x{args.cost_large}",
+            corpus.uniform_plan(1, args.cost_large, seed=args.seed + 2),
+            args.processes,
+        )
+        # Warm (a first pass over the same runs untimed): cost per instance in steady state.
+        cost_small = run_converter(f"converter {args.cost_small}/run", small.root, passes=2)
+        cost_large = run_converter(f"converter {args.cost_large}/run", large.root, passes=2)
+        per_small = cost_small["cpu_s"] / cost_small["n_instances"]
+        per_large = cost_large["cpu_s"] / cost_large["n_instances"]
+        cost_ratio = per_large / per_small
+        ratios["cost_per_instance"] = cost_ratio
+        verdicts.append(
+            f"  cost per instance    {per_small * 1e6:.0f} us at {args.cost_small:,}/run,"
+            f" {per_large * 1e6:.0f} us at {args.cost_large:,}/run (converter, CPU, warm):"
+            f" {cost_ratio:.2f}x (target <= 1.3x): {verdict(cost_ratio <= 1.3)}"
+        )
+        report["cost"] = {"small": cost_small, "large": cost_large}
+
+    if table:
+        lines += ["", HEADER, *table]
+    lines += ["", "targets (ratios from this invocation):", *verdicts]
     print("\n".join(lines))
-    report.update(
-        helmproc=asdict(helm) | {"stdout": None},
-        floors=[asdict(f) | {"stdout": None} for f in floors],
-        peer=asdict(peer) | {"stdout": None} | {"report": peer_report, "runs": len(sample)},
-        helmproc_converter_sample=ours,
-        cost={"small": cost_small, "large": cost_large},
-        flatness={str(n): asdict(m) | {"stdout": None} for n, m in flats.items()},
-        ratios={
-            "converter_per_core_vs_peer": per_core,
-            "end_to_end_vs_floor": e2e,
-            "flatness": flat_ratio,
-            "cost_per_instance": cost_ratio,
-            "first_shard_s": first,
-            "peak_rss_max": max(peaks),
-        },
-        targets=TARGETS,
-    )
+    report["ratios"] = ratios
     (OUT / "report.json").write_text(json.dumps(report, indent=2, default=str))
     shutil.rmtree(OUT / "work", ignore_errors=True)
     if args.clean:
         shutil.rmtree(OUT / "corpus", ignore_errors=True)
+
+
+def median_run(runs: list[Measured]) -> Measured:
+    """The round with the median wall time (the first of two middles)."""
+    ordered = sorted(runs, key=lambda m: m.wall_s)
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def as_json(m: Measured) -> dict[str, Any]:
+    return asdict(m) | {"stdout": None}
 
 
 def _parse_size(text: str) -> int:
@@ -685,6 +719,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--memory-budget", default="2G", help="helmproc --memory-budget")
     parser.add_argument("--chunk-size", type=int, default=0, help="helmproc --chunk-size")
     parser.add_argument("--floor-json", action="store_true", help="also a floor with json")
+    parser.add_argument("--repeat", type=int, default=1, help="rounds of helmproc and floor")
+    parser.add_argument(
+        "--parts", default=",".join(PARTS), help=f"what to measure (of {','.join(PARTS)})"
+    )
     parser.add_argument("--peer-instances", type=int, default=10_000, help="peer sample size")
     parser.add_argument("--flat-small", type=int, default=500)
     parser.add_argument("--flat-large", type=int, default=5000)

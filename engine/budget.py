@@ -9,6 +9,12 @@ but not yet published fit the disk budget. With nothing running a chunk is alway
 a tiny budget slows a job down instead of stopping it; a worker that alone exceeds the budget is
 reported by ``overruns`` so the coordinator can stop it and retry its chunk in smaller parts.
 
+USS is costly to read (the kernel walks every page table: ~7 ms per worker process, which
+made the budget's sampling a tenth of a job's CPU in ``bench/run_bench.py``), RSS is cheap and
+never smaller. So the default meter samples RSS first and reads USS only when the RSS figures
+say a chunk does not fit or a worker is over: every RSS term bounds its USS term from above,
+so the decisions are exactly those USS alone would give.
+
 Estimates learn from measurements: each finished chunk reports its worker's peak and the input
 bytes of its largest run, and the estimate for the next chunk is a worker's baseline plus the
 largest observed peak-per-input-byte ratio times the chunk's largest run (or, without sizes,
@@ -64,13 +70,16 @@ def default_disk_budget(path: Path) -> int:
     return int(shutil.disk_usage(probe).free * DEFAULT_DISK_SHARE)
 
 
-def process_memory(proc: psutil.Process) -> int:
-    """USS where the platform gives it, else RSS; 0 for a process that just ended."""
+def process_memory(proc: psutil.Process, uss: bool = True) -> int:
+    """USS where the platform gives it (and ``uss``), else RSS; 0 for a process that just
+    ended."""
     try:
-        try:
-            return int(proc.memory_full_info().uss)
-        except (psutil.AccessDenied, AttributeError):
-            return int(proc.memory_info().rss)
+        if uss:
+            try:
+                return int(proc.memory_full_info().uss)
+            except (psutil.AccessDenied, AttributeError):
+                pass
+        return int(proc.memory_info().rss)
     except (psutil.NoSuchProcess, psutil.ZombieProcess):
         return 0
 
@@ -82,10 +91,11 @@ class TreeSample:
 
 
 class TreeMeter:
-    """Samples the memory of a process and all its descendants."""
+    """Samples the memory of a process and all its descendants (USS, or RSS if not ``uss``)."""
 
-    def __init__(self, root_pid: int | None = None) -> None:
+    def __init__(self, root_pid: int | None = None, uss: bool = True) -> None:
         self.root = psutil.Process(root_pid or os.getpid())
+        self.uss = uss
         self.peak = 0
 
     def sample(self) -> TreeSample:
@@ -94,7 +104,7 @@ class TreeMeter:
             procs += self.root.children(recursive=True)
         except psutil.NoSuchProcess:
             pass
-        by_pid = {p.pid: process_memory(p) for p in procs}
+        by_pid = {p.pid: process_memory(p, self.uss) for p in procs}
         total = sum(by_pid.values())
         self.peak = max(self.peak, total)
         return TreeSample(total, by_pid)
@@ -114,10 +124,15 @@ class Budget:
             raise ConfigError("budgets must be positive")
         self.memory_budget = memory_budget
         self.disk_budget = disk_budget
+        # The default meter reads USS only when a cheap RSS sample cannot decide (see the
+        # module docstring); an injected meter is used as it is.
+        self.rss_meter = TreeMeter(uss=False) if meter is None else None
         self.meter = meter or TreeMeter()
         self.sample_interval = sample_interval
         self._last: TreeSample | None = None
         self._last_at = 0.0
+        self._last_rss: TreeSample | None = None
+        self._last_rss_at = 0.0
         self.worker_baseline = 0
         self.bytes_ratio = 0.0
         self.max_chunk_peak = 0
@@ -129,6 +144,16 @@ class Budget:
             self._last = self.meter.sample()
             self._last_at = now
         return self._last
+
+    def sample_rss(self) -> TreeSample | None:
+        """A cached RSS sample (an upper bound of ``sample``), or None with an injected meter."""
+        if self.rss_meter is None:
+            return None
+        now = time.monotonic()
+        if self._last_rss is None or now - self._last_rss_at >= self.sample_interval:
+            self._last_rss = self.rss_meter.sample()
+            self._last_rss_at = now
+        return self._last_rss
 
     def learn(self, peak_bytes: int, largest_run_bytes: int, baseline_bytes: int) -> None:
         """Fold one finished chunk's measurement into the estimates."""
@@ -157,7 +182,14 @@ class Budget:
             return True
         if staged >= self.disk_budget:
             return False
-        current = self.sample()
+        quick = self.sample_rss()
+        if quick is not None and self._fits(quick, running, estimate):
+            return True
+        return self._fits(self.sample(), running, estimate)
+
+    def _fits(
+        self, current: TreeSample, running: list[tuple[int | None, int]], estimate: int
+    ) -> bool:
         still_growing = sum(
             max(est - current.by_pid.get(pid, 0), 0) if pid else est for pid, est in running
         )
@@ -165,6 +197,12 @@ class Budget:
 
     def overruns(self, pids: Iterable[int]) -> list[tuple[int, int]]:
         """(pid, bytes) of workers that alone use more than the whole budget."""
+        pids = list(pids)
+        quick = self.sample_rss()
+        if quick is not None:
+            pids = [pid for pid in pids if quick.by_pid.get(pid, 0) > self.memory_budget]
+            if not pids:
+                return []
         current = self.sample()
         return [
             (pid, current.by_pid[pid])

@@ -151,19 +151,45 @@ def _stat_role(name: MetricName) -> tuple[int, CoreId]:
     return role
 
 
+class StatLayout:
+    """The stats of an entry that matter, by position, for one sequence of stat names.
+
+    The entries of a file nearly always list the same names in the same order (27 for an
+    MMLU run, of which 12 matter), so :func:`scan_entry_stats` compares an entry's names with
+    the previous entry's (one list comparison in C) and, when they match, visits only the
+    positions recorded here instead of looking up the role of every stat.
+    """
+
+    def __init__(self) -> None:
+        self.names: list[MetricName] = []
+        self.used: list[tuple[int, int, CoreId]] = []  # (position, role, core id)
+
+    def positions(self, stats: Sequence[Stat]) -> list[tuple[int, int, CoreId]]:
+        names = [stat.name for stat in stats]
+        if names != self.names:
+            known = _ROLES.get
+            used = []
+            for position, name in enumerate(names):
+                found = known(name)
+                role, ids = found if found is not None else _stat_role(name)
+                if role != _UNUSED:
+                    used.append((position, role, ids))
+            self.names, self.used = names, used
+        return self.used
+
+
 def scan_entry_stats(
-    stats: Sequence[Stat], shared: dict[tuple[CoreId, ...], tuple[CoreId, ...]] | None = None
+    stats: Sequence[Stat],
+    shared: dict[tuple[CoreId, ...], tuple[CoreId, ...]] | None = None,
+    layout: StatLayout | None = None,
 ) -> EntryStats:
     """One pass over an entry's stats (the first stat of each name / result id wins).
-    ``shared`` interns the tuples of core ids across the entries of a file."""
+    ``shared`` interns the tuples of core ids across the entries of a file, ``layout`` skips
+    the stats that do not matter when consecutive entries list the same names."""
     core: dict[str, tuple[CoreId, float]] = {}
     prompt_tokens = output_tokens = completion_tokens = predicted_index = None
-    known = _ROLES.get
-    for stat in stats:
-        found = known(stat.name)
-        role, ids = found if found is not None else _stat_role(stat.name)
-        if role == _UNUSED:
-            continue
+    for position, role, ids in (layout or StatLayout()).positions(stats):
+        stat = stats[position]
         if role == _CORE:
             if ids[0] not in core:
                 score = stat_value(stat)
@@ -198,12 +224,13 @@ def read_entries(path: Path, *, stream: bool) -> dict[EntryKey, EntryStats]:
     """The reduced entries of ``per_instance_stats.json`` at ``path`` (see module docstring)."""
     entries: dict[EntryKey, EntryStats] = {}
     shared: dict[tuple[CoreId, ...], tuple[CoreId, ...]] = {}
+    layout = StatLayout()
     for entry in _per_instance_entries(path, stream):
         key = (sys.intern(entry.instance_id), perturbation_name(entry), entry.train_trial_index)
         if key in entries:
             reason = f"two entries for {describe_key(key)}"
             raise RunConversionError(PER_INSTANCE_STATS_FILE, reason)
-        entries[key] = scan_entry_stats(entry.stats, shared)
+        entries[key] = scan_entry_stats(entry.stats, shared, layout)
     return entries
 
 

@@ -16,6 +16,12 @@ remote commit confirmed), so every gap between two events is repairable on resum
 Only the coordinator writes: a writable open takes the coordinator lock (``locking``);
 ``readonly=True`` opens with ``mode=ro`` and no lock, for ``helmproc status`` while a
 coordinator runs.
+
+A file that is not a usable journal raises ``BadJournalFileError`` naming it, never a
+traceback: a writable open runs ``PRAGMA quick_check`` and refuses another program's database
+(``migrations.check_is_journal``) before anything writes to the file; a read that meets a
+garbled record (a truncated page, a payload that is not JSON) raises it too. The file is
+created 0600 (``safe_paths``); SQLite gives ``-wal`` and ``-shm`` the same mode.
 """
 
 from __future__ import annotations

@@ -61,7 +61,12 @@ from helmproc.engine.publishers import DirPublisher
 from helmproc.engine.run_filters import FilteredSource, RunFilters
 from helmproc.engine.runner import execute_job, start_job
 from helmproc.engine.runs import RunRef
-from helmproc.engine.safe_paths import name_problem, unsafe_part
+from helmproc.engine.safe_paths import (
+    create_private_file,
+    make_private_dir,
+    name_problem,
+    unsafe_part,
+)
 from helmproc.engine.sources import DirSource, Source, check_location
 from helmproc.engine.worker import pid_file
 from helmproc.journal.store import Journal
@@ -399,6 +404,24 @@ def test_work_folders_journal_and_lock_are_private_whatever_the_umask(
         assert mode(folder) == 0o700, folder
     for file in (work / "journal.sqlite", work / "journal.sqlite.lock"):
         assert mode(file) == 0o600, file
+
+
+@pytest.mark.parametrize("umask", [0o000, 0o022, 0o277], ids=["000", "022", "277"])
+def test_private_modes_are_exact_whatever_the_umask(tmp_path: Path, umask: int) -> None:
+    # 0o277 also takes the owner's write bit: modes are set after creating, not asked of it
+    parent = tmp_path / "existing"
+    parent.mkdir()
+    os.chmod(parent, 0o755)
+    old = os.umask(umask)
+    try:
+        make_private_dir(parent / "a" / "b", own=True)
+        assert create_private_file(parent / "a" / "b" / "f") is True
+        assert create_private_file(parent / "a" / "b" / "f") is False  # exists: untouched
+    finally:
+        os.umask(old)
+    assert mode(parent / "a") == mode(parent / "a" / "b") == 0o700
+    assert mode(parent / "a" / "b" / "f") == 0o600
+    assert mode(parent) == 0o755  # an existing parent keeps its mode
 
 
 def test_wal_and_shm_follow_the_journal_and_a_users_folder_is_left_alone(
