@@ -32,23 +32,39 @@ JOURNAL_FILE = "journal.sqlite"
 
 @dataclass(frozen=True)
 class JobPaths:
+    """A job's files. With ``--journal DIR/NAME.sqlite`` the journal keeps its own name and
+    its staging/scratch folders are named after it, so two journals in one folder never share
+    files; the default layout uses ``journal.sqlite``, ``staging/`` and ``scratch/``."""
+
     work_dir: Path
+    journal_name: str = JOURNAL_FILE
 
     @property
     def journal(self) -> Path:
-        return self.work_dir / JOURNAL_FILE
+        return self.work_dir / self.journal_name
+
+    def _beside(self, name: str) -> Path:
+        if self.journal_name == JOURNAL_FILE:
+            return self.work_dir / name
+        return self.work_dir / f"{Path(self.journal_name).stem}-{name}"
 
     @property
     def staging(self) -> Path:
-        return self.work_dir / "staging"
+        return self._beside("staging")
 
     @property
     def scratch(self) -> Path:
-        return self.work_dir / "scratch"
+        return self._beside("scratch")
+
+    @property
+    def running(self) -> Path:
+        """Where workers announce their pids while they work (for the budget's watchdog)."""
+        return self._beside("running")
 
     @classmethod
     def for_journal(cls, journal: Path) -> JobPaths:
-        return cls(journal.resolve().parent)
+        resolved = journal.resolve()
+        return cls(resolved.parent, resolved.name)
 
 
 def journal_key(job_id: str, destination: dict[str, Any]) -> str:

@@ -202,7 +202,7 @@ class Coordinator:
 
     @property
     def pid_dir(self) -> Path:
-        return self.paths.work_dir / "running"
+        return self.paths.running
 
     # -- steps ---------------------------------------------------------------------------
     def _spec(self, cid: int, task: Task | None = None) -> ChunkSpec:

@@ -219,3 +219,30 @@ def test_paths_follow_the_plan(tmp_path: Path) -> None:
     with again.journal as journal:
         assert again.continued is True
         assert journal.job().job_id == job.job_id  # type: ignore[union-attr]
+
+
+def test_journal_file_names_keep_their_own_files(tmp_path: Path) -> None:
+    """`--journal DIR/a.sqlite` and `--journal DIR/b.sqlite`: two jobs, nothing shared."""
+    from helmproc.engine.runner import start_job
+    from helmproc.engine.sources import DirSource
+
+    shared = tmp_path / "jobs"
+    jobs = []
+    for name, suite in (("a.sqlite", "v1.0.0"), ("b.sqlite", "v0.1.0")):
+        started = start_job(
+            DirSource(FIXTURE, suite=suite),
+            DirPublisher(tmp_path / f"out-{name}"),
+            chunk_size=3,
+            work_root=tmp_path / "unused",
+            journal_path=shared / name,
+        )
+        assert started.paths.journal == (shared / name).resolve()
+        with started.journal as journal:
+            report = execute_job(journal, ExecOptions(max_workers=1)).to_json()
+        assert report["done"]
+        jobs.append((started.paths, report))
+    (a, ra), (b, rb) = jobs
+    assert a.staging != b.staging and a.scratch != b.scratch
+    assert ra["job_id"] != rb["job_id"] and ra["n_runs"] == 6 and rb["n_runs"] == 2
+    assert sorted(p.name for p in shared.glob("*.sqlite")) == ["a.sqlite", "b.sqlite"]
+    assert not (shared / "journal.sqlite").exists()
