@@ -35,7 +35,7 @@ from helmproc.engine import eee_fields as eee
 from helmproc.engine import tables
 from helmproc.engine.helm_json import AdapterSpec, RequestState, RunSpec, Stat
 from helmproc.engine.instance_rows import RunFacts
-from helmproc.engine.run_index import EntryKey, EntryStats
+from helmproc.engine.run_index import CoreId, EntryKey, EntryStats
 from helmproc.engine.stat_values import finite, finite_int, perturbation_name, stat_value
 
 __all__ = ["CoreResult", "core_results", "evaluations_table", "samples_by_result"]
@@ -133,11 +133,25 @@ def core_results(stats: Iterable[Stat]) -> list[CoreResult]:
 
 
 def samples_by_result(entries: Mapping[EntryKey, EntryStats]) -> dict[str, int]:
-    """Number of distinct instance ids with a row under each evaluation_result_id."""
-    ids: dict[str, set[str]] = {}
+    """Number of distinct instance ids with a row under each evaluation_result_id.
+
+    Entries are grouped by their tuple of core ids first (entries with the same metrics share
+    one tuple, see ``run_index``), so each entry costs one set insertion, not one per metric.
+    """
+    groups: dict[int, tuple[tuple[CoreId, ...], set[str]]] = {}
     for (instance_id, _, _), scanned in entries.items():
-        for result_id, _, _ in scanned.core_ids:
-            ids.setdefault(result_id, set()).add(instance_id)
+        group = groups.get(id(scanned.core_ids))
+        if group is None:
+            group = groups[id(scanned.core_ids)] = (scanned.core_ids, set())
+        group[1].add(instance_id)
+    ids: dict[str, set[str]] = {}
+    for core_ids, instance_ids in groups.values():
+        for result_id, _, _ in core_ids:
+            found = ids.get(result_id)
+            if found is None:
+                ids[result_id] = set(instance_ids)
+            else:
+                found |= instance_ids
     return {result_id: len(found) for result_id, found in ids.items()}
 
 

@@ -240,11 +240,23 @@ class _Batch:
         failed = result is not None and not result.success
         self.error.append((result.error or "request failed") if failed and result else None)
         texts = [prompt, *references, *choices, *outputs]
-        metadata = self._metadata(state, any_placeholder(texts))
+        encrypted = any_placeholder(texts)
+        source = instance.input
+        if (  # the common case, without a call per entry: no metadata at all
+            not encrypted
+            and instance.sub_split is None
+            and state.annotations is None
+            and state.request.multimodal_prompt is None
+            and (isinstance(source, str) or source.multimedia_content is None)
+        ):
+            metadata = None
+        else:
+            metadata = self._metadata(state, encrypted)
         self.metadata.append(metadata)
         n_rows = self._add_rows(entry_index, instance_id, instance.split, scanned, outputs, correct)
         size = sum(map(len, texts)) + sum(map(len, reasoning))
-        size += sum(len(kv["value"]) for kv in metadata or ())
+        if metadata:
+            size += sum(len(kv["value"]) for kv in metadata)
         self.weight += (size + ROW_OVERHEAD_BYTES) * n_rows
 
     def _add_rows(
