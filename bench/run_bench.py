@@ -58,6 +58,8 @@ from urllib.parse import quote
 
 import psutil
 
+from helmproc.engine.budget import dir_bytes
+
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 OUT = BENCH / "out"
@@ -99,17 +101,6 @@ class Measured:
     root_cpu_s: float = 0.0  # the process started (helmproc: the coordinator)
     bench_cpu_s: float = 0.0  # this process meanwhile: the loopback server and the sampler
     stdout: str = field(default="", repr=False)
-
-
-def dir_bytes(path: Path) -> int:
-    total = 0
-    for folder, _dirs, files in os.walk(path, onerror=lambda _err: None):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(folder, name)).st_size
-            except OSError:
-                pass
-    return total
 
 
 def _first_file(root: Path, suffix: str) -> bool:
