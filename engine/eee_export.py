@@ -32,7 +32,8 @@ checksum always describes a complete samples file. Folders are not fsynced (that
 third fsync per run): after a power loss the last renames may be missing, never torn. File
 names are derived from the run identity (:func:`eee_layout.file_uuid`) and the bytes from
 the rows alone, so exporting the same dataset again rewrites identical bytes: a crashed or
-interrupted export is repaired by running it again. Files already in the destination that
+interrupted export is repaired by running it again (which also removes the temp files of an
+export that was killed, once their process is gone). Files already in the destination that
 this export does not write are left alone.
 """
 
@@ -57,7 +58,7 @@ from helmproc.engine.eee_records import (
     samples_reference,
 )
 from helmproc.engine.errors import HelmprocError
-from helmproc.engine.shards import TEMP_MARK
+from helmproc.engine.shards import TEMP_MARK, remove_orphan_temp_files
 
 TABLES = ("instances", "evaluations", "runs")
 
@@ -237,6 +238,9 @@ def _export_run(
     )
     folder = out / layout.folder
     folder.mkdir(parents=True, exist_ok=True)
+    for parent in {(out / layout.samples_path).parent, (out / layout.aggregate_path).parent}:
+        if parent.is_dir():
+            remove_orphan_temp_files(parent)  # an earlier export killed mid-write
     expected = {name: first[name] for name in ("evaluation_id", "evaluation_name")}
     lines = _sample_lines(tables.instances, key, layout, expected)
     try:

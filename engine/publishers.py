@@ -11,7 +11,9 @@ limit). ``HubPublisher`` (a Hugging Face dataset repo) lives in ``hub_publisher`
 
 DirPublisher writes each file to a temporary name in the destination, fsyncs it, renames it
 into place and fsyncs the directory, so a crash leaves either the old state or the new file,
-plus ``*.tmp-*`` leftovers that the next publish sweeps up.
+plus ``*.tmp-<pid>`` leftovers. The first write into a folder after start sweeps that folder's
+leftovers whose writing process is gone (a live process's temp file is another job's write in
+flight and stays).
 """
 
 from __future__ import annotations
@@ -24,7 +26,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from helmproc.engine.errors import ConfigError, PublishError
-from helmproc.engine.shards import TEMP_MARK, fsync_dir, parquet_row_count, sha256_file
+from helmproc.engine.shards import (
+    TEMP_MARK,
+    fsync_dir,
+    parquet_row_count,
+    remove_orphan_temp_files,
+    sha256_file,
+)
 from helmproc.journal.store import ShardFact
 
 CARD_PATH = "README.md"
@@ -78,6 +86,14 @@ class DirPublisher:
         self.root = Path(root).resolve()
         if self.root.exists() and not self.root.is_dir():
             raise ConfigError(f"destination is not a directory: {self.root}")
+        self._swept: set[Path] = set()
+
+    def _sweep(self, folder: Path) -> None:
+        """Once per folder and process: remove temp files left by writers that died."""
+        if folder in self._swept:
+            return
+        self._swept.add(folder)
+        remove_orphan_temp_files(folder)
 
     @property
     def config(self) -> dict[str, Any]:
@@ -86,6 +102,7 @@ class DirPublisher:
     def _place(self, src: Path, rel_path: str) -> None:
         final = self.root / rel_path
         final.parent.mkdir(parents=True, exist_ok=True)
+        self._sweep(final.parent)
         temp = final.with_name(f"{final.name}{TEMP_MARK}{os.getpid()}")
         temp.unlink(missing_ok=True)
         try:
@@ -123,6 +140,7 @@ class DirPublisher:
 
     def write_card(self, text: str) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
+        self._sweep(self.root)
         final = self.root / CARD_PATH
         temp = final.with_name(f"{final.name}{TEMP_MARK}{os.getpid()}")
         with open(temp, "w", encoding="utf-8", newline="\n") as fh:

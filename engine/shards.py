@@ -24,6 +24,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -167,6 +168,23 @@ def shard_matches(root: Path, fact: ShardFact) -> bool:
 def parquet_row_count(path: Path) -> int:
     """Rows of a Parquet file from its footer, without reading data pages."""
     return pq.ParquetFile(path).metadata.num_rows
+
+
+def remove_orphan_temp_files(folder: Path) -> int:
+    """Delete ``*.tmp-<pid>`` files directly in ``folder`` whose writing process is gone.
+
+    For folders other jobs may write to at the same time (a dataset destination, an export
+    folder): a temp file of a live process is a write in flight and stays. Returns how many.
+    """
+    n = 0
+    for path in folder.glob(f"*{TEMP_MARK}*"):
+        suffix = path.name.rsplit(TEMP_MARK, 1)[-1]
+        if not suffix.isdigit() or int(suffix) == os.getpid() or psutil.pid_exists(int(suffix)):
+            continue
+        if path.is_file():
+            path.unlink(missing_ok=True)
+            n += 1
+    return n
 
 
 def remove_temp_files(root: Path) -> int:

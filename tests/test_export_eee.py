@@ -245,6 +245,22 @@ def test_reexport_gives_identical_bytes(dataset: Path, exported: tuple[Path, Exp
     assert folder_bytes(out) == before
 
 
+def test_reexport_removes_a_killed_exports_temp_files(
+    dataset: Path, exported: tuple[Path, ExportReport], tmp_path: Path
+) -> None:
+    out, _ = exported
+    before = folder_bytes(out)
+    again = tmp_path / "again"
+    export_eee(dataset, again)
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # its pid now names a writer that is gone
+    samples = next(again.rglob("*.jsonl"))
+    leftover = samples.with_name(f"{samples.name}.tmp-{child.pid}")
+    leftover.write_bytes(samples.read_bytes()[:10])
+    export_eee(dataset, again)
+    assert folder_bytes(again) == before
+
+
 def test_runs_without_aggregates_are_skipped_with_a_reason(
     exported: tuple[Path, ExportReport],
 ) -> None:

@@ -8,6 +8,9 @@ an uninterrupted run byte for byte.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -130,6 +133,26 @@ def crash_after_uploaded(coord: Coordinator, journal: Journal) -> None:
     journal.record_uploaded(spec.chunk_id, commit)
 
 
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def crash_mid_place(coord: Coordinator, journal: Journal) -> None:
+    """Chunk 0 processed; killed inside DirPublisher after linking a shard to its temp name."""
+    spec = _specs(coord)[0]
+    result = w_process_chunk(spec)
+    journal.record_processed(spec.chunk_id, result.shards, result.outcomes)
+    for fact in result.shards:
+        final = coord.publisher.root / fact.path  # type: ignore[attr-defined]
+        final.parent.mkdir(parents=True, exist_ok=True)
+        temp = final.with_name(f"{final.name}.tmp-{_dead_pid()}")
+        os.link(coord.paths.staging / fact.path, temp)
+    card = coord.publisher.root / f"README.md.tmp-{_dead_pid()}"  # type: ignore[attr-defined]
+    card.write_text("half a card")
+
+
 def crash_with_corrupt_staged_shard(coord: Coordinator, journal: Journal) -> None:
     """Chunk 0 journaled processed but its staged shard was damaged (e.g. disk trouble)."""
     spec = _specs(coord)[0]
@@ -164,6 +187,7 @@ def crash_after_uploaded_chunk(coord: Coordinator, journal: Journal, idx: int) -
         crash_before_processed_event,
         crash_after_processed,
         crash_after_commit_before_uploaded,
+        crash_mid_place,
         crash_after_uploaded,
         crash_with_corrupt_staged_shard,
         crash_after_failed_attempt,
@@ -193,6 +217,20 @@ def test_resume_after_crash_window_equals_uninterrupted(
         # the landed commit was recognised, not re-sent: chunk 0 processed exactly once
         processed = [e for e in events if e["chunk_id"] == 0 and e["state"] == "processed"]
         assert len(processed) == 1
+
+
+def test_publish_keeps_a_live_writers_temp_file(tmp_path: Path) -> None:
+    """Another live process's temp file is a write in flight, not a leftover."""
+    run_to_end(FIXTURE, tmp_path / "ref", tmp_path / "w0")
+    shard = next(p for p in (tmp_path / "ref").rglob("*.parquet"))
+    rel = shard.relative_to(tmp_path / "ref")
+    live = tmp_path / "out" / rel.parent / f"other.parquet.tmp-{os.getppid()}"
+    dead = tmp_path / "out" / rel.parent / f"old.parquet.tmp-{_dead_pid()}"
+    live.parent.mkdir(parents=True)
+    live.write_bytes(b"in flight")
+    dead.write_bytes(b"left over")
+    run_to_end(FIXTURE, tmp_path / "out", tmp_path / "w1")
+    assert live.exists() and not dead.exists()
 
 
 def test_resume_of_a_finished_job_changes_nothing(tmp_path: Path, reference: dict) -> None:
