@@ -4,7 +4,7 @@ Every request has a connect timeout, a read timeout (the longest silence between
 and an overall deadline per attempt (``deadline_s``, raised for a large declared length to
 what ``min_rate_bytes_s`` needs, so multi-GB files are not cut), so nothing hangs.
 Connection errors, timeouts, 408, 429 (waiting at least its ``Retry-After``), 5xx, truncated
-bodies, length or md5 mismatches and broken gzip streams are retried with exponential backoff
+bodies, length or checksum mismatches and broken gzip streams are retried with exponential backoff
 and full jitter, up to ``max_attempts``; then ``HttpRetriesExhaustedError`` (a
 ``TransientError``) names the URL and the last failure. 404 raises ``HttpNotFoundError`` at
 once; any other status ``HttpStatusError``.
@@ -15,7 +15,7 @@ chunk's scratch folder; the coordinator sweeps the whole scratch root on start).
 never held whole in memory. Objects may be gzip-compressed at rest: the client asks for
 ``Accept-Encoding: gzip`` and inflates itself, so the wire bytes can be counted against
 ``Content-Length`` and, when the server's ``x-goog-hash`` describes the bytes delivered, their
-md5 checked.
+crc32c (or md5) checked (``BodyCheck``).
 
 One pooled ``requests.Session`` per process (``process_session``), created lazily and never
 shared across a fork. No credentials are sent; URLs are shown with any user:password removed.
@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+import google_crc32c
 import requests
 import urllib3
 from requests.adapters import HTTPAdapter
@@ -202,13 +203,44 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
-def _goog_md5(headers: Any) -> str | None:
-    """The base64 md5 in an ``x-goog-hash`` header (``crc32c=...,md5=...``), if any."""
-    for part in str(headers.get("x-goog-hash", "")).split(","):
-        key, _, value = part.strip().partition("=")
-        if key == "md5" and value:
-            return value
-    return None
+class BodyCheck:
+    """The checksum GCS sent for the bytes delivered (``x-goog-hash: crc32c=..,md5=..``).
+
+    crc32c is preferred: its C implementation hashes ~9 GB/s against md5's ~0.6 GB/s here
+    (md5 was ~14% of a whole job's CPU), and composite GCS objects carry only crc32c. md5 is
+    the fallback when crc32c is absent or only google-crc32c's pure-Python version exists.
+    """
+
+    def __init__(self, kind: str, want: str) -> None:
+        self.kind = kind
+        self.want = want
+        self._hash: Any = (
+            google_crc32c.Checksum() if kind == "crc32c" else hashlib.md5(usedforsecurity=False)
+        )
+
+    @classmethod
+    def from_headers(cls, headers: Any) -> BodyCheck | None:
+        given: dict[str, str] = {}
+        for part in str(headers.get("x-goog-hash", "")).split(","):
+            key, _, value = part.strip().partition("=")
+            if value:
+                given[key.strip()] = value.strip()
+        if "crc32c" in given and google_crc32c.implementation == "c":
+            return cls("crc32c", given["crc32c"])
+        if "md5" in given:
+            return cls("md5", given["md5"])
+        if "crc32c" in given:
+            return cls("crc32c", given["crc32c"])
+        return None
+
+    def update(self, block: bytes) -> None:
+        self._hash.update(block)
+
+    def mismatch(self) -> str | None:
+        got = base64.b64encode(self._hash.digest()).decode()
+        if got == self.want:
+            return None
+        return f"{self.kind} mismatch: x-goog-hash {self.want}, body {got}"
 
 
 class HttpClient:
@@ -298,14 +330,21 @@ class HttpClient:
             deadline_s = settings.deadline_s
             if expected is not None and settings.min_rate_bytes_s > 0:
                 deadline_s = max(deadline_s, expected / settings.min_rate_bytes_s)
-            md5 = hashlib.md5(usedforsecurity=False)
+            stored = response.headers.get("x-goog-stored-content-encoding", "identity").lower()
+            # the stored object's hash describes the wire bytes only when delivered as stored
+            check = (
+                BodyCheck.from_headers(response.headers)
+                if stored == (encoding or "identity")
+                else None
+            )
             n_wire = n_out = 0
             dest.parent.mkdir(parents=True, exist_ok=True)
             try:
                 with part.open("wb") as out:
                     for block in response.raw.stream(STREAM_CHUNK_BYTES, decode_content=False):
                         n_wire += len(block)
-                        md5.update(block)
+                        if check is not None:
+                            check.update(block)
                         data = inflater.decompress(block) if inflater else block
                         out.write(data)
                         n_out += len(data)
@@ -333,13 +372,10 @@ class HttpClient:
             if expected is not None and n_wire != expected:
                 part.unlink(missing_ok=True)
                 raise _Retryable(f"length mismatch: Content-Length {expected}, got {n_wire} bytes")
-            stored = response.headers.get("x-goog-stored-content-encoding", "identity").lower()
-            want_md5 = _goog_md5(response.headers)
-            if want_md5 and stored == (encoding or "identity"):
-                got = base64.b64encode(md5.digest()).decode()
-                if got != want_md5:
-                    part.unlink(missing_ok=True)
-                    raise _Retryable(f"md5 mismatch: x-goog-hash {want_md5}, body {got}")
+            problem = check.mismatch() if check is not None else None
+            if problem is not None:
+                part.unlink(missing_ok=True)
+                raise _Retryable(problem)
         os.replace(part, dest)
         return n_out
 

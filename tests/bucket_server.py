@@ -1,10 +1,12 @@
 """A loopback fake of a GCS bucket: objects by URL and the JSON API listing, with fault knobs.
 
-Stdlib only (``http.server.ThreadingHTTPServer``), bound to 127.0.0.1 on an ephemeral port;
-nothing persists (all state is in memory and dies with the server). Serves:
+Stdlib (``http.server.ThreadingHTTPServer``) plus google-crc32c for the hash header, bound to
+127.0.0.1 on an ephemeral port; nothing persists (all state is in memory and dies with the
+server). Serves:
 
 - ``GET /<bucket>/<object name, each part percent-quoted>``: the object, with
-  ``x-goog-hash: md5=..`` and ``x-goog-stored-content-encoding`` like GCS. With
+  ``x-goog-hash: crc32c=..,md5=..`` (``hashes`` picks which) and
+  ``x-goog-stored-content-encoding`` like GCS. With
   ``gzip_at_rest`` objects are stored gzip-compressed: a client that accepts gzip gets the
   stored bytes with ``Content-Encoding: gzip`` and ``Content-Length``; any other gets them
   inflated on the fly, chunked, without a length (as GCS does).
@@ -34,6 +36,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
+
+import google_crc32c
 
 BUCKET = "crfm-helm-public"
 UNQUOTED_OK = re.compile(r"^[A-Za-z0-9\-._~/%]*$")
@@ -155,8 +159,10 @@ class BucketServer:
         gzip_at_rest: bool = False,
         max_page_size: int = 1000,
         strict_quoting: bool = True,
+        hashes: tuple[str, ...] = ("crc32c", "md5"),
     ) -> None:
         self.bucket = bucket
+        self.hashes = hashes
         self.gzip_at_rest = gzip_at_rest
         self.max_page_size = max_page_size
         self.strict_quoting = strict_quoting
@@ -165,6 +171,7 @@ class BucketServer:
         self.log: list[Logged] = []
         self._log_lock = threading.Lock()
         self._gz_cache: dict[str, bytes] = {}
+        self._hash_cache: dict[tuple[object, ...], str] = {}
         self._stop = threading.Event()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -186,6 +193,21 @@ class BucketServer:
         if name not in self._gz_cache:
             self._gz_cache[name] = gzip.compress(raw, mtime=0)
         return self._gz_cache[name]
+
+    def hash_header(self, name: str, stored: bytes) -> str:
+        """``x-goog-hash`` for the stored bytes; cached, as GCS keeps it with the object (so
+        the benchmark's server does not spend the measured machine's CPU on hashing)."""
+        stat = self.objects[name].stat()
+        key = (name, stat.st_size, stat.st_mtime_ns, self.gzip_at_rest, self.hashes)
+        if key not in self._hash_cache:
+            digests = {
+                "crc32c": lambda: google_crc32c.Checksum(stored).digest(),
+                "md5": lambda: hashlib.md5(stored).digest(),
+            }
+            self._hash_cache[key] = ",".join(
+                f"{kind}={base64.b64encode(digests[kind]()).decode()}" for kind in self.hashes
+            )
+        return self._hash_cache[key]
 
     def stored_size(self, name: str) -> int:
         if self.gzip_at_rest:
@@ -342,11 +364,11 @@ class _Handler(BaseHTTPRequestHandler):
     def _send_object(self, name: str, rule: Rule | None) -> None:
         fake = self.fake
         stored = fake.stored(name)
-        md5 = base64.b64encode(hashlib.md5(stored).digest()).decode()
+        goog_hash = fake.hash_header(name, stored)
         accepts_gzip = "gzip" in self.headers.get("Accept-Encoding", "")
         headers = {
             "Content-Type": "application/json",
-            "x-goog-hash": f"crc32c=AAAAAA==,md5={md5}",
+            **({"x-goog-hash": goog_hash} if goog_hash else {}),
             "x-goog-stored-content-encoding": "gzip" if fake.gzip_at_rest else "identity",
         }
         if fake.gzip_at_rest and not accepts_gzip:

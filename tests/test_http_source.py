@@ -30,6 +30,7 @@ from helmproc.engine.errors import (
     TransientError,
 )
 from helmproc.engine.http_client import (
+    BodyCheck,
     ClientSettings,
     HttpClient,
     HttpRetriesExhaustedError,
@@ -426,13 +427,49 @@ def test_gzip_at_rest_is_read_compressed_or_inflated(accept_gzip: bool, tmp_path
                 assert int(raw.headers["Content-Length"]) < size
 
 
-def test_corrupt_body_fails_the_md5_check_and_is_retried(
-    bucket: BucketServer, tmp_path: Path
+@pytest.mark.parametrize("hashes", [("crc32c", "md5"), ("md5",), ("crc32c",)])
+def test_corrupt_body_fails_the_checksum_and_is_retried(
+    bucket: BucketServer, tmp_path: Path, hashes: tuple[str, ...]
 ) -> None:
+    bucket.hashes = hashes
     source = http(bucket, release="v1.1.0")
     bucket.faults.corrupt("scenario_state.json")
     assert_same_files(source.fetch(ref_of(source), tmp_path), RUN_DIR)
     assert len(bucket.requests_for(f"{quote_name(RUN)}/scenario_state.json")) == 2
+
+
+def test_without_a_hash_header_a_corrupt_body_goes_unnoticed(
+    bucket: BucketServer, tmp_path: Path
+) -> None:
+    """The control for the test above: it is the checksum, not the length, that catches it."""
+    bucket.hashes = ()
+    source = http(bucket, release="v1.1.0")
+    bucket.faults.corrupt("scenario_state.json")
+    run_dir = source.fetch(ref_of(source), tmp_path)
+    assert (run_dir / "scenario_state.json").read_bytes() != (
+        RUN_DIR / "scenario_state.json"
+    ).read_bytes()
+    assert len(bucket.requests_for(f"{quote_name(RUN)}/scenario_state.json")) == 1
+
+
+@pytest.mark.parametrize(
+    ("header", "kind"),
+    [
+        ("crc32c=AAAAAA==,md5=1B2M2Y8AsgTpgAmY7PhCfg==", "crc32c"),
+        ("md5=1B2M2Y8AsgTpgAmY7PhCfg==", "md5"),
+        ("crc32c=AAAAAA==", "crc32c"),
+        (" md5 = 1B2M2Y8AsgTpgAmY7PhCfg== , crc32c = AAAAAA== ", "crc32c"),
+        ("", None),
+        ("sha1=abc", None),
+    ],
+)
+def test_body_check_prefers_crc32c(header: str, kind: str | None) -> None:
+    check = BodyCheck.from_headers({"x-goog-hash": header})
+    assert (check.kind if check else None) == kind
+    if check is not None:  # both sample values are the checksums of the empty body
+        assert check.mismatch() is None
+        check.update(b"x")
+        assert check.mismatch() is not None and kind in check.mismatch()  # type: ignore[operator]
 
 
 def test_404_of_a_required_file_fails_the_run_and_stops_early(
