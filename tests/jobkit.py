@@ -6,8 +6,11 @@ import hashlib
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
-from helmproc.engine.pipeline import ExecOptions
+import pytest
+
+from helmproc.engine.pipeline import Coordinator, ExecOptions
 from helmproc.engine.publishers import DirPublisher
 from helmproc.engine.runner import StartedJob, execute_job, start_job
 from helmproc.engine.sources import DirSource
@@ -47,6 +50,35 @@ def run_to_end(
     started = start(source_root, dest, work_root, chunk_size, **kw)
     with started.journal as journal:
         return execute_job(journal, ExecOptions(max_workers=workers, executor=executor))
+
+
+def reference_job(base: Path) -> Path:
+    """An uninterrupted job over ``FIXTURE`` (chunk size 3, 2 workers) into ``base/out``, work
+    in ``base/work``, at ``FIXED_EPOCH``, from a module-scoped fixture (no ``monkeypatch``
+    there); returns ``base``."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("SOURCE_DATE_EPOCH", FIXED_EPOCH)
+    try:
+        assert run_to_end(FIXTURE, base / "out", base / "work").to_json()["done"]
+    finally:
+        mp.undo()
+    return base
+
+
+def coordinator(started: StartedJob, dest: Path, **options: Any) -> Coordinator:
+    """A coordinator over a started job's journal (open), publishing to ``dest``; keyword
+    arguments go to ``Coordinator`` (e.g. ``pool_factory``) or ``ExecOptions``."""
+    journal = started.journal
+    extra = {k: options.pop(k) for k in list(options) if k == "pool_factory"}
+    options.setdefault("max_workers", 1)
+    return Coordinator(
+        journal,
+        started.paths,
+        journal.job().config["source"],  # type: ignore[union-attr]
+        DirPublisher(dest),
+        ExecOptions(**options),
+        **extra,
+    )
 
 
 def grow_corpus(dest: Path, copies: int) -> list[str]:

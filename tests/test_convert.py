@@ -29,6 +29,7 @@ from hypothesis import strategies as st
 from helmproc.engine import eee_fields as eee
 from helmproc.engine.convert import ConvertedRun, convert_run
 from helmproc.engine.errors import RunConversionError
+from helmproc.engine.http_source import REQUIRED_FILES
 from helmproc.engine.runs import RunRef
 from helmproc.engine.tables import (
     EVALUATIONS_SCHEMA,
@@ -1043,13 +1044,7 @@ def test_synthetic_runs_keep_every_score_under_its_key(
 
 # --- property: damaged input fails only with RunConversionError ----------------------------
 
-RUN_FILES = (
-    "run_spec.json",
-    "scenario.json",
-    "stats.json",
-    "per_instance_stats.json",
-    "scenario_state.json",
-)
+RUN_FILES = REQUIRED_FILES
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
     lambda children: (

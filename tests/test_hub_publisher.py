@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 from fake_hub import FAKE_TOKEN, FakeHub, fake_hub_fixture, hub_env_fixture  # noqa: F401  (fixtures)
-from jobkit import FIXED_EPOCH, FIXTURE, folder_digest, run_to_end
+from jobkit import FIXED_EPOCH, FIXTURE, folder_digest, reference_job
 
 from helmproc.engine.commit_pacer import CommitPacer
 from helmproc.engine.committer import Committer
@@ -93,14 +93,7 @@ def fixed_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """Digest of the same job written to a local folder (the DirPublisher)."""
-    base = tmp_path_factory.mktemp("reference")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("SOURCE_DATE_EPOCH", FIXED_EPOCH)
-    try:
-        assert run_to_end(FIXTURE, base / "out", base / "work").to_json()["done"]
-    finally:
-        mp.undo()
-    return folder_digest(base / "out")
+    return folder_digest(reference_job(tmp_path_factory.mktemp("reference")) / "out")
 
 
 @pytest.fixture(scope="module")

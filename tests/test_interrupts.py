@@ -15,13 +15,20 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pytest
-from jobkit import FIXED_EPOCH, FIXTURE, folder_digest, grow_corpus, run_to_end, start
+from jobkit import (
+    FIXED_EPOCH,
+    FIXTURE,
+    coordinator,
+    folder_digest,
+    grow_corpus,
+    run_to_end,
+    start,
+)
 
 from helmproc.engine import shards
 from helmproc.engine.errors import DiskFullError
 from helmproc.engine.executors import LocalExecutor
-from helmproc.engine.pipeline import Coordinator, ExecOptions
-from helmproc.engine.publishers import DirPublisher
+from helmproc.engine.pipeline import ExecOptions
 from helmproc.engine.runner import execute_job
 from helmproc.journal.store import Journal
 
@@ -135,14 +142,7 @@ def test_disk_full_fails_the_chunk_names_the_path_and_resume_succeeds(
     monkeypatch.setattr(shards.ShardWriter, "write", full_after_a_while)
     started = start(FIXTURE, tmp_path / "out", tmp_path / "work")
     with started.journal as journal:
-        coord = Coordinator(
-            journal,
-            started.paths,
-            journal.job().config["source"],  # type: ignore[union-attr]
-            DirPublisher(tmp_path / "out"),
-            ExecOptions(max_workers=1),
-            pool_factory=ForkExecutor,
-        )
+        coord = coordinator(started, tmp_path / "out", pool_factory=ForkExecutor)
         with pytest.raises(DiskFullError) as info:
             coord.execute()
         assert "disk full at" in str(info.value)

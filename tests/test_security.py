@@ -47,7 +47,7 @@ from bucket_server import BucketServer
 from fake_hub import FAKE_TOKEN, FakeHub, fake_hub_fixture, hub_env_fixture  # noqa: F401  (fixtures)
 from hypothesis import given
 from hypothesis import strategies as st
-from jobkit import FIXED_EPOCH, FIXTURE, run_to_end
+from jobkit import FIXED_EPOCH, FIXTURE, reference_job
 
 from helmproc.engine import run_filters
 from helmproc.engine.errors import HelmprocError, RunConversionError
@@ -456,13 +456,7 @@ def test_wal_and_shm_follow_the_journal_and_a_users_folder_is_left_alone(
 
 @pytest.fixture(scope="module")
 def finished_journal(tmp_path_factory: pytest.TempPathFactory) -> bytes:
-    base = tmp_path_factory.mktemp("finished")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("SOURCE_DATE_EPOCH", FIXED_EPOCH)
-    try:
-        assert run_to_end(FIXTURE, base / "out", base / "work").to_json()["done"]
-    finally:
-        mp.undo()
+    base = reference_job(tmp_path_factory.mktemp("finished"))
     (journal,) = (base / "work").glob("jobs/*/journal.sqlite")
     return journal.read_bytes()
 
