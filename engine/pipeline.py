@@ -44,6 +44,7 @@ import os
 import shutil
 import signal
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
@@ -199,6 +200,7 @@ class Coordinator:
         self._scratch_bytes = 0
         self._scratch_at = 0.0
         self._retrying: set[int] = set()  # chunks processed again for --retry-failed
+        self._execution = uuid.uuid4().hex  # lets workers reuse the source within this run
 
     @property
     def pid_dir(self) -> Path:
@@ -219,6 +221,7 @@ class Coordinator:
             skip_reasons=task.skip_reasons,
             pid_dir=str(self.pid_dir),
             max_file_bytes=self.job.config.get("max_file_bytes"),
+            execution=self._execution,
         )
 
     def _clean(self, cid: int, shards: tuple[ShardFact, ...]) -> None:

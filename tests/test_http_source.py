@@ -20,6 +20,7 @@ import pytest
 import requests
 from bucket_server import BucketServer
 from jobkit import FIXED_EPOCH, FIXTURE, folder_digest
+from test_convert_shapes import encrypt_run
 
 from helmproc.cli.listing import build_source
 from helmproc.engine import http_client
@@ -42,7 +43,7 @@ from helmproc.engine.pipeline import ExecOptions
 from helmproc.engine.publishers import DirPublisher
 from helmproc.engine.run_filters import FilteredSource, RunFilters
 from helmproc.engine.runner import execute_job, start_job
-from helmproc.engine.sources import DirSource, Source, source_from_config
+from helmproc.engine.sources import RUNS_INDEX, DirSource, Source, source_from_config
 
 FAST = ClientSettings(
     connect_timeout_s=2.0,
@@ -257,24 +258,30 @@ def test_quote_name_quotes_each_part() -> None:
 
 
 @pytest.mark.parametrize(
-    "selection, gzip_at_rest",
+    "selection, gzip_at_rest, encrypted",
     [
-        ({"release": "v1.1.0"}, True),  # release mode, objects gzip at rest, sent compressed
-        ({"suite": "v1.0.0"}, False),  # suite mode, plain objects
+        ({"release": "v1.1.0"}, True, False),  # release mode, gzip at rest, sent compressed
+        ({"suite": "v1.0.0"}, False, False),  # suite mode, plain objects
+        ({"release": "v1.1.0"}, False, True),  # one run encrypted, keys beside it
     ],
 )
 def test_shards_from_http_equal_shards_from_dir(
-    selection: dict, gzip_at_rest: bool, tmp_path: Path
+    selection: dict, gzip_at_rest: bool, encrypted: bool, tmp_path: Path
 ) -> None:
     # Both jobs use project "lite" and the same release/suite, so every row (provenance
     # included) is the same. The job id hashes the source config, which differs (a folder vs
     # a URL), so shard paths differ by the job id alone: compare with it taken out. The
     # dataset card names the source, so it is compared without that line.
+    tree = FIXTURE
+    if encrypted:  # the HTTP source must fetch encryption_data.json for that run only
+        tree = tmp_path / "tree"
+        shutil.copytree(FIXTURE, tree)
+        encrypt_run(tree / "runs" / "v1.1.0" / RUN)
     dir_id, dir_report = run_job(
-        DirSource(FIXTURE, project="lite", **selection), tmp_path / "dir", tmp_path / "w1"
+        DirSource(tree, project="lite", **selection), tmp_path / "dir", tmp_path / "w1"
     )
     with BucketServer(max_page_size=2, gzip_at_rest=gzip_at_rest) as server:
-        server.mount("lite/benchmark_output", FIXTURE)
+        server.mount("lite/benchmark_output", tree)
         http_id, http_report = run_job(
             HttpSource(server.base_url, project="lite", client=FAST, **selection),
             tmp_path / "http",
@@ -282,6 +289,15 @@ def test_shards_from_http_equal_shards_from_dir(
         )
         if gzip_at_rest:
             assert server.gzip_at_rest and any("scenario_state" in e.path for e in server.log)
+        keys_asked = [(e.path, e.status) for e in server.log if "encryption_data" in e.path]
+    if encrypted:  # asked for once, for the encrypted run, and its texts decrypted
+        assert len(keys_asked) == 1 and quote_name(RUN) in keys_asked[0][0]
+        assert keys_asked[0][1] == 200
+        inputs = pq.read_table(tmp_path / "http" / "instances", columns=["input"])
+        raws = [row["raw"] or "" for row in inputs.column("input").to_pylist()]
+        assert raws and not any("[encrypted_text_" in raw for raw in raws)
+    else:
+        assert keys_asked == []
     assert dir_id != http_id
     assert http_report["done"] and http_report["runs"] == dir_report["runs"]
     dir_shards = shard_digest(tmp_path / "dir", dir_id)
@@ -290,7 +306,7 @@ def test_shards_from_http_equal_shards_from_dir(
 
     def card(root: Path) -> list[str]:
         text = (root / "README.md").read_text().replace(dir_id, "JOB").replace(http_id, "JOB")
-        return [line for line in text.splitlines() if str(FIXTURE.resolve()) not in line
+        return [line for line in text.splitlines() if str(tree.resolve()) not in line
                 and "127.0.0.1" not in line]
 
     assert card(tmp_path / "http") == card(tmp_path / "dir")
@@ -495,15 +511,26 @@ def test_optional_files_may_be_missing_or_present(tmp_path: Path) -> None:
     shutil.copytree(RUN_DIR, tree / "runs/s" / RUN)
     shutil.copytree(FIXTURE / "runs/v1.0.0/simple1:model=simple_model1", tree / "runs/s/other")
     (tree / "runs/s" / RUN / "encryption_data.json").write_text('{"[encrypted_text_0]": {}}')
+    state_path = tree / "runs/s" / RUN / "scenario_state.json"
+    state = json.loads(state_path.read_text())
+    state["request_states"][0]["instance"]["input"]["text"] = "[encrypted_text_0]"
+    state_path.write_text(json.dumps(state))
+    # a run with placeholders but no key file: asked for, absent, fine
+    shutil.copytree(tree / "runs/s" / RUN, tree / "runs/s/nokeys")
+    (tree / "runs/s/nokeys/encryption_data.json").unlink()
     with BucketServer() as server:
         server.mount("lite/benchmark_output", tree)
         source = HttpSource(server.base_url, project="lite", client=FAST, suite="s")
-        with_enc, without = sorted(source.discover(), key=lambda r: r.run_name != RUN)
-        got = source.fetch(with_enc, tmp_path / "scratch")
+        refs = {r.location.rsplit("/", 1)[-1]: r for r in source.discover()}
+        got = source.fetch(refs[RUN], tmp_path / "scratch")
         assert (got / "encryption_data.json").read_text() == '{"[encrypted_text_0]": {}}'
-        other = source.fetch(without, tmp_path / "scratch")
+        nokeys = source.fetch(refs["nokeys"], tmp_path / "scratch")
+        assert not (nokeys / "encryption_data.json").exists()
+        assert statuses(server, "nokeys/encryption_data.json") == [404]
+        other = source.fetch(refs["other"], tmp_path / "scratch")
         assert not (other / "encryption_data.json").exists()
-        assert statuses(server, "other/encryption_data.json") == [404]
+        # no placeholder in its scenario_state.json: the key file is not even asked for
+        assert statuses(server, "other/encryption_data.json") == []
         assert not got.exists()  # the previous run's download was dropped: one run at a time
         assert not any("display_" in e.path or "instances.json" in e.path for e in server.log)
 
@@ -707,3 +734,17 @@ def test_list_and_run_help_name_their_flags(command: list[str], flags: list[str]
     result = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert all(flag in result.output for flag in flags)
+
+
+def test_a_worker_fetches_the_release_index_once_per_execution(
+    bucket: BucketServer, tmp_path: Path
+) -> None:
+    """Chunks after the first reuse the worker's source; a resumed execution reads afresh."""
+    source = http(bucket, release="v1.1.0")
+    started = start_job(source, DirPublisher(tmp_path / "out"), chunk_size=1, work_root=tmp_path)
+    index = f"releases/v1.1.0/{RUNS_INDEX}"
+    with started.journal as journal:
+        at_start = len(bucket.requests_for(index))  # discovery
+        assert execute_job(journal, ExecOptions(max_workers=1)).to_json()["done"]
+        assert len(journal.plan()) == 12
+    assert len(bucket.requests_for(index)) - at_start == 1  # 12 chunks, one worker, one fetch

@@ -16,7 +16,15 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from jobkit import FIXED_EPOCH, FIXTURE, folder_digest, run_to_end, start
+from jobkit import (
+    FIXED_EPOCH,
+    FIXTURE,
+    coordinator,
+    folder_digest,
+    reference_job,
+    run_to_end,
+    start,
+)
 
 from helmproc.engine.jobs import JobPaths
 from helmproc.engine.pipeline import Coordinator, ExecOptions
@@ -34,15 +42,7 @@ def fixed_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """Digest of an uninterrupted run over the fixture release (chunk size 3, 2 workers)."""
-    base = tmp_path_factory.mktemp("reference")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("SOURCE_DATE_EPOCH", FIXED_EPOCH)
-    try:
-        report = run_to_end(FIXTURE, base / "out", base / "work")
-    finally:
-        mp.undo()
-    assert report.to_json()["done"]
-    return folder_digest(base / "out")
+    return folder_digest(reference_job(tmp_path_factory.mktemp("reference")) / "out")
 
 
 def test_uninterrupted_run_writes_all_tables(tmp_path: Path, reference: dict[str, str]) -> None:
@@ -198,13 +198,7 @@ def test_resume_after_crash_window_equals_uninterrupted(
 ) -> None:
     started = start(FIXTURE, tmp_path / "out", tmp_path / "work")
     with started.journal as journal:
-        coord = Coordinator(
-            journal,
-            started.paths,
-            journal.job().config["source"],  # type: ignore[union-attr]
-            DirPublisher(tmp_path / "out"),
-            ExecOptions(max_workers=1),
-        )
+        coord = coordinator(started, tmp_path / "out")
         crash(coord, journal)
     with Journal.open(started.paths.journal) as journal:
         report = execute_job(journal, ExecOptions(max_workers=2)).to_json()
@@ -284,3 +278,17 @@ def test_journal_file_names_keep_their_own_files(tmp_path: Path) -> None:
     assert ra["job_id"] != rb["job_id"] and ra["n_runs"] == 6 and rb["n_runs"] == 2
     assert sorted(p.name for p in shared.glob("*.sqlite")) == ["a.sqlite", "b.sqlite"]
     assert not (shared / "journal.sqlite").exists()
+
+
+def test_instances_shards_keep_statistics_on_keys_not_on_free_text(tmp_path: Path) -> None:
+    run_to_end(FIXTURE, tmp_path / "out", tmp_path / "work")
+    shard = next((tmp_path / "out" / "instances").rglob("*.parquet"))
+    group = pq.ParquetFile(shard).metadata.row_group(0)
+    stats = {
+        group.column(i).path_in_schema: group.column(i).statistics
+        for i in range(group.num_columns)
+    }
+    for key in ("helm_run", "model_id", "sample_id", "evaluation.score"):
+        assert stats[key] is not None and stats[key].has_min_max, key
+    for text in ("input.raw", "input.choices.list.element", "sample_hash"):
+        assert stats[text] is None, text
