@@ -31,6 +31,7 @@ from helmproc.engine import instance_rows
 from helmproc.engine.convert import convert_run
 from helmproc.engine.errors import RunConversionError
 from helmproc.engine.plan import shard_path
+from helmproc.engine.prefetch import Prefetcher
 from helmproc.engine.run_spool import StagedInstances
 from helmproc.engine.runs import RunOutcome, RunRef
 from helmproc.engine.shards import ShardWriter
@@ -174,12 +175,14 @@ def _process(spec: ChunkSpec) -> ChunkResult:
     }
     outcomes: list[RunOutcome] = []
     run_rows: list[RunRow] = []
+    fetched = [ref for ref in spec.runs if ref.key not in skip]
+    prefetch = Prefetcher(source, fetched, scratch, max_file_bytes=spec.max_file_bytes)
     try:
         for ref in spec.runs:
             try:
                 if ref.key in skip:
                     raise RunConversionError(ref.location, skip[ref.key])
-                run_dir = source.fetch(ref, scratch, max_file_bytes=spec.max_file_bytes)
+                run_dir = prefetch.take(ref)  # and the next run starts downloading
                 largest_run = max(largest_run, run_input_bytes(run_dir))
                 converted = convert_run(run_dir, ref, spec.job_timestamp)
                 # All of a run's rows or none: a big run is spooled until it has converted.
@@ -217,6 +220,7 @@ def _process(spec: ChunkSpec) -> ChunkResult:
             writer.abort()
         raise
     finally:
+        prefetch.close()  # no download still writing into scratch
         shutil.rmtree(scratch, ignore_errors=True)
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return ChunkResult(
