@@ -19,8 +19,9 @@ Every path part is URL-quoted (run names hold ``:``, ``,``, ``=``, spaces). ``fe
 the five files the converter reads into ``scratch``, in two phases of parallel downloads: the
 small files first, so a missing ``stats.json`` fails the run before ``scenario_state.json`` is
 fetched; then ``encryption_data.json`` (if it exists) when ``scenario_state.json`` holds an
-``[encrypted_text_N]`` placeholder. It first removes the
-previous run's download, so scratch holds one run at a time.
+``[encrypted_text_N]`` placeholder. It first removes an earlier run's download from the
+``scratch`` folder it is given, so each folder holds one run at a time (a worker alternates two
+folders to fetch the next run while converting one: ``prefetch``).
 404 of a required file fails that run (``RunConversionError`` naming file and URL); network
 trouble that outlasts the retries raises ``TransientError`` and fails the chunk, which the
 coordinator (or ``resume``) retries. The source holds no state on disk: after a crash the
@@ -367,7 +368,7 @@ class HttpSource:
                 raise RunConversionError(RUNS_INDEX, problem)
         downloads = scratch / "http"
         run_dir = downloads / hashlib.sha256(ref.key.encode()).hexdigest()[:24]
-        if downloads.is_dir():  # one run at a time: drop the previous run's files
+        if downloads.is_dir():  # one run per folder: drop an earlier run's files
             for old in downloads.iterdir():
                 if old != run_dir:
                     shutil.rmtree(old, ignore_errors=True)
