@@ -194,20 +194,29 @@ class BucketServer:
             self._gz_cache[name] = gzip.compress(raw, mtime=0)
         return self._gz_cache[name]
 
-    def hash_header(self, name: str, stored: bytes) -> str:
-        """``x-goog-hash`` for the stored bytes; cached, as GCS keeps it with the object (so
-        the benchmark's server does not spend the measured machine's CPU on hashing)."""
-        stat = self.objects[name].stat()
-        key = (name, stat.st_size, stat.st_mtime_ns, self.gzip_at_rest, self.hashes)
+    def hash_header(self, name: str, stored: bytes | None = None) -> str:
+        """``x-goog-hash`` for the stored bytes; cached per file, as GCS keeps it with the
+        object (``warm_hashes`` computes them all before a measurement, so the benchmark's
+        server does not spend the measured machine's CPU on hashing)."""
+        path = self.objects[name]
+        stat = path.stat()
+        key = (str(path), stat.st_size, stat.st_mtime_ns, self.gzip_at_rest, self.hashes)
         if key not in self._hash_cache:
+            data = self.stored(name) if stored is None else stored
             digests = {
-                "crc32c": lambda: google_crc32c.Checksum(stored).digest(),
-                "md5": lambda: hashlib.md5(stored).digest(),
+                "crc32c": lambda: google_crc32c.Checksum(data).digest(),
+                "md5": lambda: hashlib.md5(data).digest(),
             }
             self._hash_cache[key] = ",".join(
                 f"{kind}={base64.b64encode(digests[kind]()).decode()}" for kind in self.hashes
             )
         return self._hash_cache[key]
+
+    def warm_hashes(self) -> int:
+        """Compute every mounted object's hash header now; returns how many objects."""
+        for name in self.objects:
+            self.hash_header(name)
+        return len(self.objects)
 
     def stored_size(self, name: str) -> int:
         if self.gzip_at_rest:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,18 @@ def coordinator(started: StartedJob, dest: Path, **options: Any) -> Coordinator:
         ExecOptions(**options),
         **extra,
     )
+
+
+def processed_events(journal: Path | None) -> int:
+    """``processed`` events in a journal a running job holds, read-only (0 if not there yet)."""
+    if journal is None or not journal.exists():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=1) as db:
+            query = "SELECT count(*) FROM events WHERE state='processed'"
+            return int(db.execute(query).fetchone()[0])
+    except sqlite3.OperationalError:
+        return 0
 
 
 def grow_corpus(dest: Path, copies: int) -> list[str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from jobkit import FIXED_EPOCH, FIXTURE, folder_digest, grow_corpus
+from jobkit import FIXED_EPOCH, FIXTURE, folder_digest, grow_corpus, processed_events
 
 HELMPROC = [sys.executable, "-m", "helmproc.cli"]
 
@@ -70,16 +69,6 @@ def test_every_command_has_help(tmp_path: Path, command: str) -> None:
     assert "--journal" in proc.stdout
 
 
-def _processed_events(journal: Path) -> int:
-    if not journal.exists():
-        return 0
-    try:
-        with sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=1) as db:
-            return db.execute("SELECT count(*) FROM events WHERE state='processed'").fetchone()[0]
-    except sqlite3.OperationalError:
-        return 0
-
-
 def test_kill_9_then_resume_equals_uninterrupted(tmp_path: Path) -> None:
     corpus = tmp_path / "corpus"
     names = grow_corpus(corpus, copies=8)  # 56 runs, chunk size 2 -> 28 chunks
@@ -107,7 +96,7 @@ def test_kill_9_then_resume_equals_uninterrupted(tmp_path: Path) -> None:
         if journal is None and jobs.exists():
             found = list(jobs.glob("*/journal.sqlite"))
             journal = found[0] if found else None
-        if journal is not None and _processed_events(journal) >= 1:
+        if journal is not None and processed_events(journal) >= 1:
             break
         time.sleep(0.005)
     os.killpg(proc.pid, signal.SIGKILL)  # coordinator and its workers, no cleanup

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -13,7 +12,14 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from distributed import Client, LocalCluster
-from jobkit import FIXED_EPOCH, FIXTURE, folder_digest, grow_corpus, run_to_end
+from jobkit import (
+    FIXED_EPOCH,
+    FIXTURE,
+    folder_digest,
+    grow_corpus,
+    processed_events,
+    run_to_end,
+)
 
 from helmproc.engine.errors import ConfigError
 from helmproc.engine.executors import DaskExecutor, parse_executor
@@ -56,15 +62,6 @@ def test_dask_output_is_byte_identical_to_the_local_pool(
     assert folder_digest(tmp_path / "dask") == folder_digest(tmp_path / "local")
 
 
-def _processed(journal: Path) -> int:
-    try:
-        with sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=1) as db:
-            query = "SELECT count(*) FROM events WHERE state='processed'"
-            return int(db.execute(query).fetchone()[0])
-    except sqlite3.OperationalError:
-        return 0
-
-
 def test_a_worker_killed_mid_job_loses_and_doubles_nothing(
     tmp_path: Path, cluster: LocalCluster
 ) -> None:
@@ -81,7 +78,7 @@ def test_a_worker_killed_mid_job_loses_and_doubles_nothing(
 
     def kill_one_worker() -> None:
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and _processed(started.paths.journal) < 1:
+        while time.monotonic() < deadline and processed_events(started.paths.journal) < 1:
             time.sleep(0.01)
         victim = sorted(pids.values())[0]
         os.kill(victim, signal.SIGKILL)

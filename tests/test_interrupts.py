@@ -7,7 +7,6 @@ import json
 import multiprocessing
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from jobkit import (
     coordinator,
     folder_digest,
     grow_corpus,
+    processed_events,
     run_to_end,
     start,
 )
@@ -39,16 +39,9 @@ def env() -> dict[str, str]:
     return dict(os.environ, SOURCE_DATE_EPOCH=FIXED_EPOCH)
 
 
-def processed_events(cwd: Path) -> int:
+def processed_in(cwd: Path) -> int:
     found = list(cwd.glob(".helmproc/jobs/*/journal.sqlite"))
-    if not found:
-        return 0
-    try:
-        with sqlite3.connect(f"file:{found[0]}?mode=ro", uri=True, timeout=1) as db:
-            query = "SELECT count(*) FROM events WHERE state='processed'"
-            return int(db.execute(query).fetchone()[0])
-    except sqlite3.OperationalError:
-        return 0
+    return processed_events(found[0] if found else None)
 
 
 def status(cwd: Path) -> dict:
@@ -94,7 +87,7 @@ def test_signal_stops_with_130_and_resume_completes(
         start_new_session=True,
     )
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and processed_events(tmp_path) < 1:
+    while time.monotonic() < deadline and processed_in(tmp_path) < 1:
         time.sleep(0.005)
     for sig in signals:
         proc.send_signal(sig)
