@@ -11,7 +11,7 @@ folder, and a source's ``fetch`` drops an earlier download from the folder it is
 most two runs sit in scratch: the one converting and the one arriving. Runs are taken in the
 order given; an error of a download (``RunConversionError`` for the run, ``TransientError``
 for the network) is raised when that run is taken, exactly as a direct ``fetch`` would raise
-it. Leaving the context waits for a download in flight (every request has a deadline), so no
+it. ``close`` waits for a download in flight (every request has a deadline), so no
 thread writes into scratch after the worker removed it. Nothing survives a crash but files in
 the chunk's scratch folder, which the worker and the coordinator sweep.
 """
@@ -22,7 +22,6 @@ from collections import deque
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from types import TracebackType
 
 from helmproc.engine.runs import RunRef
 from helmproc.engine.sources import Source
@@ -50,17 +49,6 @@ class Prefetcher:
         self._inflight: deque[tuple[RunRef, Future[Path]]] = deque()
         self._n_started = 0
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="helmproc-prefetch")
-
-    def __enter__(self) -> Prefetcher:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def close(self) -> None:
         """Start nothing more and wait for the download in flight, if any (its result and

@@ -6,6 +6,7 @@ assertions); the HTTP path through it is covered by test_http_source's whole-job
 from __future__ import annotations
 
 import threading
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -52,7 +53,7 @@ class RecordingSource:
 def test_runs_come_in_order_and_the_next_starts_before_it_is_taken(tmp_path: Path) -> None:
     source = RecordingSource()
     runs = refs(4)
-    with Prefetcher(source, runs, tmp_path) as prefetch:  # type: ignore[arg-type]
+    with closing(Prefetcher(source, runs, tmp_path)) as prefetch:  # type: ignore[arg-type]
         for i, ref in enumerate(runs):
             got = prefetch.take(ref)
             assert (got / ref.run_name).read_text() == "downloaded"
@@ -67,7 +68,7 @@ def test_a_failed_download_is_raised_when_its_run_is_taken(tmp_path: Path) -> No
     source = RecordingSource()
     source.errors["run1"] = RunConversionError("stats.json", "not found (HTTP 404)")
     runs = refs(3)
-    with Prefetcher(source, runs, tmp_path) as prefetch:  # type: ignore[arg-type]
+    with closing(Prefetcher(source, runs, tmp_path)) as prefetch:  # type: ignore[arg-type]
         assert prefetch.take(runs[0]).is_dir()
         with pytest.raises(RunConversionError) as caught:
             prefetch.take(runs[1])
@@ -77,7 +78,7 @@ def test_a_failed_download_is_raised_when_its_run_is_taken(tmp_path: Path) -> No
 
 def test_runs_must_be_taken_in_order(tmp_path: Path) -> None:
     runs = refs(2)
-    with Prefetcher(RecordingSource(), runs, tmp_path) as prefetch:  # type: ignore[arg-type]
+    with closing(Prefetcher(RecordingSource(), runs, tmp_path)) as prefetch:  # type: ignore[arg-type]
         with pytest.raises(ValueError, match="out of order"):
             prefetch.take(runs[1])
 
