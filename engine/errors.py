@@ -9,6 +9,11 @@ them into user-facing messages lives in ``helmproc.cli.errors``.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+from collections.abc import Iterator
+from pathlib import Path
+
 
 class HelmprocError(Exception):
     """Base of every error helmproc raises on purpose."""
@@ -75,3 +80,16 @@ class DiskFullError(HelmprocError):
 
     def __str__(self) -> str:
         return f"disk full at {self.path}"
+
+
+@contextlib.contextmanager
+def disk_full_as_error(path: Path | str) -> Iterator[None]:
+    """Turn ENOSPC (raised by the OS or by Arrow's writer) into ``DiskFullError(path)``:
+    around every write helmproc makes (shards, downloads, spools), so a full disk stops the
+    job with the path instead of failing runs one by one."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC or "No space left" in str(exc):
+            raise DiskFullError(str(path)) from None
+        raise

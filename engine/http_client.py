@@ -45,7 +45,7 @@ import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 
-from helmproc.engine.errors import SourceError, TransientError
+from helmproc.engine.errors import SourceError, TransientError, disk_full_as_error
 
 T = TypeVar("T")
 
@@ -340,7 +340,7 @@ class HttpClient:
             n_wire = n_out = 0
             dest.parent.mkdir(parents=True, exist_ok=True)
             try:
-                with part.open("wb") as out:
+                with disk_full_as_error(part), part.open("wb") as out:
                     for block in response.raw.stream(STREAM_CHUNK_BYTES, decode_content=False):
                         n_wire += len(block)
                         if check is not None:

@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 
 from helmproc.engine.convert import ConvertedRun
+from helmproc.engine.errors import disk_full_as_error
 from helmproc.engine.shards import ShardWriter
 from helmproc.engine.tables import INSTANCES_SCHEMA
 
@@ -60,7 +61,8 @@ class StagedInstances:
         scratch.mkdir(parents=True, exist_ok=True)
         path = scratch / f"instances-spool-{os.getpid()}-{next(_spool_counter)}.arrow"
         try:
-            _spool(path, _drain(head, batches))
+            with disk_full_as_error(path):
+                _spool(path, _drain(head, batches))
         except BaseException:
             path.unlink(missing_ok=True)
             raise

@@ -17,19 +17,16 @@ writing them run by run cost twice the CPU of one write for ``instances``, ten t
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import functools
 import hashlib
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from helmproc.engine.errors import DiskFullError
+from helmproc.engine.errors import disk_full_as_error
 from helmproc.journal.store import ShardFact
 
 COMPRESSION = "zstd"
@@ -47,17 +44,6 @@ HASH_BLOCK_BYTES = 1 << 20
 NO_STATISTICS = ("input", "output", "messages", "error", "sample_hash", "metadata",
                  "performance.additional_details")
 TEMP_MARK = ".tmp-"
-
-
-@contextlib.contextmanager
-def disk_full_as_error(path: Path) -> Iterator[None]:
-    """Turn ENOSPC (raised by the OS or by Arrow's writer) into ``DiskFullError(path)``."""
-    try:
-        yield
-    except OSError as exc:
-        if exc.errno == errno.ENOSPC or "No space left" in str(exc):
-            raise DiskFullError(str(path)) from None
-        raise
 
 
 @functools.lru_cache(maxsize=16)

@@ -9,7 +9,9 @@ the 1 GB figure is the bench's), and check the tables equal the whole-file path'
 
 from __future__ import annotations
 
+import errno
 import importlib.util
+import itertools
 import json
 import shutil
 import sys
@@ -39,7 +41,7 @@ from test_convert import (
 
 from helmproc.engine import helm_stream
 from helmproc.engine.convert import ConvertedRun, convert_run
-from helmproc.engine.errors import RunConversionError
+from helmproc.engine.errors import DiskFullError, RunConversionError
 from helmproc.engine.helm_stream import iter_array_elements
 from helmproc.engine.runs import RunRef
 from helmproc.engine.worker import ChunkSpec, w_process_chunk
@@ -385,3 +387,28 @@ def test_single_batch_runs_are_not_spooled(tmp_path: Path, monkeypatch: pytest.M
     result = w_process_chunk(chunk_spec(source, tmp_path, ["mcqa"]))
     assert result.outcomes[0].ok and result.outcomes[0].n_rows == 160
     assert spooled == []
+
+
+def test_a_full_disk_while_spooling_stops_the_chunk_with_the_path(
+    tmp_path: Path, large_run: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ENOSPC writing a big run's spool is the machine's problem, not the run's: the chunk
+    fails with ``DiskFullError`` naming the spool file, and the partial spool is removed."""
+    from helmproc.engine import convert as convert_module
+    from helmproc.engine import instance_rows, run_spool
+
+    monkeypatch.setattr(convert_module, "STREAM_THRESHOLD_BYTES", 0)
+    monkeypatch.setattr(instance_rows, "BATCH_BYTES", 128 << 10)
+    real_spool = run_spool._spool
+
+    def fills_the_disk(path: Path, tables: Iterator[pa.Table]) -> None:
+        real_spool(path, itertools.islice(tables, 1))  # a partial spool on disk, then:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(run_spool, "_spool", fills_the_disk)
+    source = tmp_path / "source"
+    shutil.copytree(large_run, source / "big")
+    with pytest.raises(DiskFullError) as caught:
+        w_process_chunk(chunk_spec(source, tmp_path, ["big"]))
+    assert caught.value.path.endswith(".arrow") and "instances-spool-" in caught.value.path
+    assert list(spooled_files(tmp_path)) == []

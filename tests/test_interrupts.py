@@ -14,6 +14,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pytest
+from bucket_server import BucketServer
 from jobkit import (
     FIXED_EPOCH,
     FIXTURE,
@@ -28,8 +29,10 @@ from jobkit import (
 from helmproc.engine import shards
 from helmproc.engine.errors import DiskFullError
 from helmproc.engine.executors import LocalExecutor
+from helmproc.engine.http_source import HttpSource
 from helmproc.engine.pipeline import ExecOptions
-from helmproc.engine.runner import execute_job
+from helmproc.engine.publishers import DirPublisher
+from helmproc.engine.runner import StartedJob, execute_job, start_job
 from helmproc.journal.store import Journal
 
 HELMPROC = [sys.executable, "-m", "helmproc.cli"]
@@ -150,4 +153,49 @@ def test_disk_full_fails_the_chunk_names_the_path_and_resume_succeeds(
     monkeypatch.setattr(shards.ShardWriter, "write", real_write)  # space freed
     with Journal.open(started.paths.journal) as journal:
         assert execute_job(journal, ExecOptions(max_workers=1)).to_json()["done"] is True
+    assert folder_digest(tmp_path / "out") == reference
+
+
+def test_disk_full_while_downloading_stops_the_job_and_resume_succeeds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ENOSPC in the middle of a download (HTTP source, chunk 2's scenario_state.json): the
+    chunk fails once with the path, the job stops, and after space is freed resume finishes
+    with the bytes of an uninterrupted job."""
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", FIXED_EPOCH)
+    with BucketServer() as server:
+        server.mount("lite/benchmark_output", FIXTURE)
+
+        def job(dest: Path, work: Path) -> StartedJob:
+            source = HttpSource(server.base_url, project="lite", release="v1.1.0")
+            return start_job(source, DirPublisher(dest), chunk_size=3, work_root=work)
+
+        with job(tmp_path / "ref", tmp_path / "w0").journal as journal:
+            assert execute_job(journal, ExecOptions(max_workers=1)).to_json()["done"]
+        reference = folder_digest(tmp_path / "ref")
+
+        real_open = Path.open
+
+        def full_disk_open(self: Path, mode: str = "r", *args, **kw):  # type: ignore[no-untyped-def]
+            handle = real_open(self, mode, *args, **kw)
+            if self.name == "scenario_state.json.part" and "chunk-000002" in str(self):
+                handle.close()
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return handle
+
+        monkeypatch.setattr(Path, "open", full_disk_open)
+        started = job(tmp_path / "out", tmp_path / "work")
+        with started.journal as journal:
+            coord = coordinator(started, tmp_path / "out", pool_factory=ForkExecutor)
+            with pytest.raises(DiskFullError) as info:
+                coord.execute()
+            assert str(info.value).startswith("disk full at ")
+            assert str(info.value).endswith("scenario_state.json.part")
+            failed = [e for e in journal.events() if e["state"] == "failed"]
+            assert [e["chunk_id"] for e in failed] == [2]
+        assert not list(started.paths.scratch.rglob("*.part"))  # the half download is gone
+
+        monkeypatch.setattr(Path, "open", real_open)  # space freed
+        with Journal.open(started.paths.journal) as journal:
+            assert execute_job(journal, ExecOptions(max_workers=1)).to_json()["done"] is True
     assert folder_digest(tmp_path / "out") == reference
