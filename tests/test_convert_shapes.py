@@ -466,3 +466,22 @@ def test_malformed_encryption_data_names_the_file(tmp_path: Path) -> None:
         convert_as(run_dir, False)
     assert info.value.file == "encryption_data.json"
     assert info.value.reason.startswith("unexpected shape")
+
+
+@pytest.mark.parametrize("block", [1, 7, 15, 16, 17, 1 << 20])
+def test_placeholder_scan_finds_a_prefix_across_read_blocks(
+    tmp_path: Path, block: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The HTTP source asks for encryption_data.json only when this scan finds a placeholder,
+    so a match split between two reads must still count."""
+    from helmproc.engine import decrypt
+
+    monkeypatch.setattr(decrypt, "SCAN_BLOCK_BYTES", block)
+    path = tmp_path / "scenario_state.json"
+    for offset in range(0, 40):
+        path.write_bytes(b"x" * offset + b'"[encrypted_text_3]"' + b"y" * 5)
+        assert decrypt.holds_placeholder(path), offset
+    for clean in (b"", b"x" * 100, b"[encrypted_text", b'"[encrypted_tex"t_1]'):
+        path.write_bytes(clean)
+        assert not decrypt.holds_placeholder(path), clean
+    assert not decrypt.holds_placeholder(tmp_path / "missing.json")
