@@ -184,9 +184,10 @@ def export_eee(
         listed.setdefault(key, []).append((row["outcome"], row["error"]))
     exported: list[ExportedRun] = []
     skipped: list[SkippedRun] = []
+    swept: set[Path] = set()  # folders already cleared of a killed export's temp files
     for key in sorted(set(listed) | tables.evaluations.keys()):
         try:
-            exported.append(_export_run(tables, key, listed.get(key, []), out))
+            exported.append(_export_run(tables, key, listed.get(key, []), out, swept))
             done = True
         except (OSError, pa.ArrowException) as exc:
             raise ExportIOError(f"run {key}: {exc}") from exc
@@ -214,7 +215,11 @@ def _check_listing(listings: Sequence[tuple[str, str | None]]) -> None:
 
 
 def _export_run(
-    tables: _Dataset, key: RunKey, listings: Sequence[tuple[str, str | None]], out: Path
+    tables: _Dataset,
+    key: RunKey,
+    listings: Sequence[tuple[str, str | None]],
+    out: Path,
+    swept: set[Path],
 ) -> ExportedRun:
     _check_listing(listings)
     evaluations = tables.evaluations.rows(key)
@@ -239,8 +244,9 @@ def _export_run(
     folder = out / layout.folder
     folder.mkdir(parents=True, exist_ok=True)
     for parent in {(out / layout.samples_path).parent, (out / layout.aggregate_path).parent}:
-        if parent.is_dir():
+        if parent not in swept and parent.is_dir():
             remove_orphan_temp_files(parent)  # an earlier export killed mid-write
+            swept.add(parent)
     expected = {name: first[name] for name in ("evaluation_id", "evaluation_name")}
     lines = _sample_lines(tables.instances, key, layout, expected)
     try:
