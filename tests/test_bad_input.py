@@ -46,9 +46,7 @@ LIMIT = 1_000_000  # --max-file-bytes of the oversized case; every fixture file 
 FAST = ClientSettings(connect_timeout_s=2.0, read_timeout_s=2.0, deadline_s=10.0, max_attempts=2)
 
 
-@pytest.fixture(autouse=True)
-def fixed_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SOURCE_DATE_EPOCH", FIXED_EPOCH)
+pytestmark = pytest.mark.usefixtures("fixed_epoch")
 
 
 # -- building and reading trees ------------------------------------------------------------

@@ -13,7 +13,6 @@ import pyarrow.parquet as pq
 import pytest
 from distributed import Client, LocalCluster
 from jobkit import (
-    FIXED_EPOCH,
     FIXTURE,
     folder_digest,
     grow_corpus,
@@ -28,10 +27,7 @@ from helmproc.engine.publishers import DirPublisher
 from helmproc.engine.runner import execute_job, start_job
 from helmproc.engine.sources import DirSource
 
-
-@pytest.fixture(autouse=True)
-def fixed_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SOURCE_DATE_EPOCH", FIXED_EPOCH)
+pytestmark = pytest.mark.usefixtures("fixed_epoch")
 
 
 @pytest.fixture(scope="module")

@@ -59,9 +59,7 @@ RUN_DIR = FIXTURE / "runs/v1.1.0" / RUN
 HELMPROC = [sys.executable, "-m", "helmproc.cli"]
 
 
-@pytest.fixture(autouse=True)
-def fixed_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SOURCE_DATE_EPOCH", FIXED_EPOCH)
+pytestmark = pytest.mark.usefixtures("fixed_epoch")
 
 
 @pytest.fixture

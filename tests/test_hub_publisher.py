@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 from fake_hub import FAKE_TOKEN, FakeHub, fake_hub_fixture, hub_env_fixture  # noqa: F401  (fixtures)
-from jobkit import FIXED_EPOCH, FIXTURE, folder_digest, reference_job
+from jobkit import FIXED_EPOCH, FIXTURE
 
 from helmproc.engine.commit_pacer import CommitPacer
 from helmproc.engine.committer import Committer
@@ -85,15 +85,8 @@ def times_added(hub: FakeHub, repo: str = REPO) -> Counter[str]:
     return Counter(p for c in hub.commits(repo) for p in c.added if p.endswith(".parquet"))
 
 
-@pytest.fixture(autouse=True)
-def fixed_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SOURCE_DATE_EPOCH", FIXED_EPOCH)
+pytestmark = pytest.mark.usefixtures("fixed_epoch")
 
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """Digest of the same job written to a local folder (the DirPublisher)."""
-    return folder_digest(reference_job(tmp_path_factory.mktemp("reference")) / "out")
 
 
 @pytest.fixture(scope="module")

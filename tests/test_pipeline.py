@@ -17,11 +17,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from jobkit import (
-    FIXED_EPOCH,
     FIXTURE,
     coordinator,
     folder_digest,
-    reference_job,
     run_to_end,
     start,
 )
@@ -33,16 +31,8 @@ from helmproc.engine.runner import execute_job
 from helmproc.engine.worker import w_process_chunk
 from helmproc.journal.store import ChunkState, Journal
 
+pytestmark = pytest.mark.usefixtures("fixed_epoch")
 
-@pytest.fixture(autouse=True)
-def fixed_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SOURCE_DATE_EPOCH", FIXED_EPOCH)
-
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """Digest of an uninterrupted run over the fixture release (chunk size 3, 2 workers)."""
-    return folder_digest(reference_job(tmp_path_factory.mktemp("reference")) / "out")
 
 
 def test_uninterrupted_run_writes_all_tables(tmp_path: Path, reference: dict[str, str]) -> None:

@@ -20,12 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from jobkit import FIXED_EPOCH, FIXTURE, folder_digest, run_to_end, start
+from jobkit import FIXED_EPOCH, FIXTURE, coordinator, folder_digest, run_to_end, start
 
 from helmproc.engine.executors import make_executor
-from helmproc.engine.pipeline import Coordinator, ExecOptions
-from helmproc.engine.publishers import DirPublisher
-from helmproc.engine.runner import execute_job
+from helmproc.engine.pipeline import ExecOptions
+from helmproc.engine.runner import StartedJob, execute_job
 from helmproc.engine.runs import RunOutcome, RunRef
 from helmproc.engine.worker import ChunkSpec, w_process_chunk
 from helmproc.journal.store import ChunkPlan, ChunkState, IllegalTransitionError, Journal
@@ -38,9 +37,7 @@ BROKEN = {
 }
 
 
-@pytest.fixture(autouse=True)
-def fixed_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SOURCE_DATE_EPOCH", FIXED_EPOCH)
+pytestmark = pytest.mark.usefixtures("fixed_epoch")
 
 
 def helmproc(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -173,15 +170,18 @@ class FailRetries:
         self.inner.kill()
 
 
-def test_retry_that_dies_leaves_the_published_chunk_as_it_was(tmp_path: Path) -> None:
+def start_with_a_broken_run(tmp_path: Path) -> StartedJob:
+    """A job over a copy of the fixture whose v1.0.0 victim lost its stats.json (out: out/)."""
     src = tmp_path / "benchmark_output"
     shutil.copytree(FIXTURE, src)
     (src / "runs/v1.0.0" / BROKEN["v1.0.0"] / "stats.json").unlink()
-    started = start(src, tmp_path / "out", tmp_path / "work")
-    publisher = DirPublisher(tmp_path / "out")
+    return start(src, tmp_path / "out", tmp_path / "work")
+
+
+def test_retry_that_dies_leaves_the_published_chunk_as_it_was(tmp_path: Path) -> None:
+    started = start_with_a_broken_run(tmp_path)
     with started.journal as journal:
-        config = journal.job().config["source"]  # type: ignore[union-attr]
-        Coordinator(journal, started.paths, config, publisher, ExecOptions(max_workers=1)).execute()
+        coordinator(started, tmp_path / "out").execute()
         [failed_chunk] = [
             cid
             for cid, st in journal.chunk_statuses().items()
@@ -191,12 +191,11 @@ def test_retry_that_dies_leaves_the_published_chunk_as_it_was(tmp_path: Path) ->
         dataset = folder_digest(tmp_path / "out")
 
         pool = FailRetries(1, failed_chunk)
-        options = ExecOptions(max_workers=1, retry_failed=True)
-        coordinator = Coordinator(
-            journal, started.paths, config, publisher, options, pool_factory=lambda n: pool
+        retrying = coordinator(
+            started, tmp_path / "out", retry_failed=True, pool_factory=lambda n: pool
         )
-        report = coordinator.execute().to_json()
-        assert pool.n_failed == options.max_attempts  # tried, and gave up in this session
+        report = retrying.execute().to_json()
+        assert pool.n_failed == retrying.options.max_attempts  # tried, gave up this session
         assert len(journal.events()) == n_events  # no `failed` event for a published chunk
         assert journal.chunk_status(failed_chunk).state is ChunkState.CLEANED
     assert report["done"] is True and report["runs"] == {"ok": 11, "failed": 1}
@@ -204,20 +203,11 @@ def test_retry_that_dies_leaves_the_published_chunk_as_it_was(tmp_path: Path) ->
 
 
 def test_retry_while_the_input_is_still_bad_records_the_same_failure(tmp_path: Path) -> None:
-    src = tmp_path / "benchmark_output"
-    shutil.copytree(FIXTURE, src)
-    (src / "runs/v1.0.0" / BROKEN["v1.0.0"] / "stats.json").unlink()
-    started = start(src, tmp_path / "out", tmp_path / "work")
-    publisher = DirPublisher(tmp_path / "out")
+    started = start_with_a_broken_run(tmp_path)
     with started.journal as journal:
-        config = journal.job().config["source"]  # type: ignore[union-attr]
-        first = Coordinator(
-            journal, started.paths, config, publisher, ExecOptions(max_workers=1)
-        ).execute()
+        first = coordinator(started, tmp_path / "out").execute()
         dataset = folder_digest(tmp_path / "out")
-        again = Coordinator(
-            journal, started.paths, config, publisher, ExecOptions(1, retry_failed=True)
-        ).execute()
+        again = coordinator(started, tmp_path / "out", retry_failed=True).execute()
         states = Counter(e["state"] for e in journal.events())
     assert again.to_json()["failures"] == first.to_json()["failures"]
     assert again.to_json()["runs"] == {"ok": 11, "failed": 1}
@@ -233,14 +223,13 @@ def test_retry_from_uploaded_and_processed_states(tmp_path: Path) -> None:
     shutil.copytree(FIXTURE, src)
     break_runs(src, tmp_path / "aside")
     started = start(src, tmp_path / "out", tmp_path / "work")
-    publisher = DirPublisher(tmp_path / "out")
     with started.journal as journal:
-        config = journal.job().config["source"]  # type: ignore[union-attr]
-        coordinator = Coordinator(journal, started.paths, config, publisher, ExecOptions(1))
+        coord = coordinator(started, tmp_path / "out")
+        publisher = coord.publisher
         chunks = {ref.run_name: c.chunk_id for c in journal.plan() for ref in c.runs}
         uploaded, processed = sorted(chunks[run] for run in BROKEN.values())
         for cid in (uploaded, processed):
-            result = w_process_chunk(coordinator._spec(cid))
+            result = w_process_chunk(coord._spec(cid))
             assert sum(not o.ok for o in result.outcomes) == 1
             journal.record_processed(cid, result.shards, result.outcomes)
         commit = publisher.publish(started.paths.staging, journal.chunk_status(uploaded).shards, "")

@@ -101,9 +101,7 @@ HOSTILE = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def fixed_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SOURCE_DATE_EPOCH", FIXED_EPOCH)
+pytestmark = pytest.mark.usefixtures("fixed_epoch")
 
 
 def helmproc(cwd: Path, *args: str, **kw) -> subprocess.CompletedProcess[str]:

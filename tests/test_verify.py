@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from fake_hub import FAKE_TOKEN, FakeHub, fake_hub_fixture, hub_env_fixture  # noqa: F401  (fixtures)
-from jobkit import FIXED_EPOCH, FIXTURE, run_to_end
+from jobkit import FIXTURE, run_to_end
 from typer.testing import CliRunner
 
 from helmproc.cli.app import app
@@ -36,9 +36,7 @@ REPO = "org/verify-me"
 FAST = ExecOptions(max_workers=2, commits_per_hour=36_000)
 
 
-@pytest.fixture(autouse=True)
-def fixed_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SOURCE_DATE_EPOCH", FIXED_EPOCH)
+pytestmark = pytest.mark.usefixtures("fixed_epoch")
 
 
 def journal_of(work: Path) -> Path:
