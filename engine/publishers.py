@@ -28,11 +28,11 @@ from typing import Any, Protocol
 from helmproc.engine.errors import ConfigError, PublishError
 from helmproc.engine.shards import (
     TEMP_MARK,
-    fsync_dir,
     parquet_row_count,
     remove_orphan_temp_files,
     sha256_file,
 )
+from helmproc.journal.durability import fsync_dir
 from helmproc.journal.store import ShardFact
 
 CARD_PATH = "README.md"

@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from helmproc.engine.errors import disk_full_as_error
+from helmproc.journal.durability import fsync_dir
 from helmproc.journal.store import ShardFact
 
 COMPRESSION = "zstd"
@@ -65,14 +66,6 @@ def sha256_file(path: Path) -> str:
         while block := fh.read(HASH_BLOCK_BYTES):
             digest.update(block)
     return digest.hexdigest()
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class ShardWriter:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import enum
 import functools
 import json
-import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -49,6 +48,7 @@ from helmproc.engine.errors import (
 from helmproc.engine.runs import RunOutcome, RunRef
 from helmproc.engine.safe_paths import create_private_file, make_private_dir
 from helmproc.journal import migrations
+from helmproc.journal.durability import fsync_dir
 from helmproc.journal.locking import CoordinatorLock
 
 if TYPE_CHECKING:
@@ -202,14 +202,6 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 F = TypeVar("F", bound=Callable[..., Any])
 # What SQLite calls a file that is not a database, or one whose pages do not hold together.
 DAMAGE_ERRORS = frozenset({"SQLITE_CORRUPT", "SQLITE_NOTADB"})
@@ -295,7 +287,7 @@ class Journal:
                 conn.close()
                 raise
             if created:
-                _fsync_dir(path.parent)
+                fsync_dir(path.parent)
         except sqlite3.Error as exc:
             lock.release()
             raise _error_for(exc)(f"cannot open journal {path}: {exc}") from exc
