@@ -53,13 +53,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-
-from bucket_server import BucketServer  # noqa: E402 - lives in tests/
-from fake_hub import FakeHub, Fault  # noqa: E402
-from jobkit import FIXED_EPOCH, FIXTURE  # noqa: E402
+sys.path.insert(0, str(ROOT))
 
 from helmproc.journal.store import LEGAL_TRANSITIONS, ChunkState, Journal  # noqa: E402
+from tests.fakes.bucket_server import BucketServer  # noqa: E402 - lives in tests/
+from tests.fakes.fake_hub import FakeHub, Fault  # noqa: E402
+from tests.fakes.jobkit import FIXED_EPOCH, FIXTURE  # noqa: E402
 
 PROJECT = "chaos"
 RELEASE = "chaos"

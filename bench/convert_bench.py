@@ -149,9 +149,9 @@ def write_large_run(
 
 def convert_in_this_process(run_dir: Path, work: Path) -> dict[str, Any]:
     """Convert ``run_dir`` with the pool function; report what the child measured."""
-    from helmproc.engine.convert import STREAM_THRESHOLD_BYTES
-    from helmproc.engine.runs import RunRef
-    from helmproc.engine.worker import ChunkSpec, w_process_chunk
+    from helmproc.engine.chunks.worker import ChunkSpec, w_process_chunk
+    from helmproc.engine.convert.converter import STREAM_THRESHOLD_BYTES
+    from helmproc.engine.facts import RunRef
 
     def chunk(run: Path, chunk_id: int) -> ChunkSpec:
         ref = RunRef("bench", run.parent.name, run.name, None, run.name)
@@ -210,8 +210,8 @@ def compare_parsers(work: Path, size_mb: int) -> dict[str, Any]:
     """MB/s of each way to cut request states out of scenario_state.json and decode them."""
     import msgspec
 
-    from helmproc.engine.helm_json import RequestState, ScenarioState
-    from helmproc.engine.helm_stream import iter_array_elements
+    from helmproc.engine.helm.array_stream import iter_array_elements
+    from helmproc.engine.helm.run_files import RequestState, ScenarioState
 
     decoder = msgspec.json.Decoder(RequestState)
 

@@ -39,9 +39,9 @@ import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "tests" / "data" / "benchmark_output"
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
 
-from bucket_server import BucketServer  # noqa: E402 - lives in tests/
+from tests.fakes.bucket_server import BucketServer  # noqa: E402 - lives in tests/
 
 PROJECT = "bench"
 RELEASE = "bench"

@@ -58,17 +58,18 @@ from urllib.parse import quote
 
 import psutil
 
-from helmproc.engine.budget import dir_bytes
+from helmproc.engine.job.budget import dir_bytes
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 OUT = BENCH / "out"
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(BENCH))
 
 import corpus  # noqa: E402 - bench/corpus.py
 import peer_convert  # noqa: E402 - bench/peer_convert.py
-from bucket_server import BucketServer  # noqa: E402 - tests/bucket_server.py
+
+from tests.fakes.bucket_server import BucketServer  # noqa: E402 - tests/bucket_server.py
 
 MAIN_PROJECT = "bench"
 FLAT_PROJECT = "flat{n}"
@@ -306,8 +307,8 @@ def convert_child(root: str, work: str, passes: int) -> None:
     times; the last pass is measured (earlier ones warm the process up)."""
     import resource
 
-    from helmproc.engine.sources import DirSource
-    from helmproc.engine.worker import ChunkSpec, w_process_chunk
+    from helmproc.engine.chunks.worker import ChunkSpec, w_process_chunk
+    from helmproc.engine.sources.folder import DirSource
 
     def spec(source: DirSource, chunk_id: int, runs: Sequence[Any]) -> ChunkSpec:
         return ChunkSpec(
@@ -705,7 +706,7 @@ def as_json(m: Measured) -> dict[str, Any]:
 
 
 def _parse_size(text: str) -> int:
-    from helmproc.engine.budget import parse_size
+    from helmproc.engine.job.budget import parse_size
 
     return parse_size(text)
 

@@ -42,13 +42,13 @@ from helmproc.cli.listing import (
     list_app,
 )
 from helmproc.cli.verify import verify
-from helmproc.engine.budget import format_size, parse_size
-from helmproc.engine.interrupts import JobInterrupted
-from helmproc.engine.jobs import DEFAULT_WORK_ROOT, find_journal
-from helmproc.engine.pipeline import ExecOptions
-from helmproc.engine.progress import progress_for
-from helmproc.engine.run_filters import RunFilters
-from helmproc.engine.runner import DEFAULT_CHUNK_SIZE, exec_options, execute_job, start_job
+from helmproc.engine.job.budget import format_size, parse_size
+from helmproc.engine.job.coordinator import ExecOptions
+from helmproc.engine.job.interrupts import JobInterrupted
+from helmproc.engine.job.progress import progress_for
+from helmproc.engine.job.start import DEFAULT_CHUNK_SIZE, exec_options, execute_job, start_job
+from helmproc.engine.job.workdir import DEFAULT_WORK_ROOT, find_journal
+from helmproc.engine.sources.filters import RunFilters
 from helmproc.journal.status import StatusReport, render_text
 from helmproc.journal.store import Journal
 

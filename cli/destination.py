@@ -16,8 +16,8 @@ from typing import Annotated, Any
 import typer
 
 from helmproc.engine.errors import ConfigError
-from helmproc.engine.pipeline import ExecOptions
-from helmproc.engine.publishers import DirPublisher, Publisher
+from helmproc.engine.job.coordinator import ExecOptions
+from helmproc.engine.publish.folder import DirPublisher, Publisher
 
 RepoIdOpt = Annotated[
     str | None,
@@ -55,7 +55,7 @@ def make_publisher(to: Path, repo_id: str | None, revision: str, private: bool) 
         if private or revision != "main":
             raise ConfigError("--private and --revision apply only with --repo-id")
         return DirPublisher(to)
-    from helmproc.engine.hub_publisher import HubPublisher
+    from helmproc.engine.publish.hub import HubPublisher
 
     publisher = HubPublisher(repo_id, revision, private)
     publisher.require_token()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from helmproc.engine.eee_export import DatasetError, DatasetNotFoundError, ExportIOError
 from helmproc.engine.errors import (
     BadJournalFileError,
     ConfigError,
@@ -23,7 +22,8 @@ from helmproc.engine.errors import (
     SourceError,
     TransientError,
 )
-from helmproc.engine.hub_retry import HubAuthError, HubUnavailableError
+from helmproc.engine.export.writer import DatasetError, DatasetNotFoundError, ExportIOError
+from helmproc.engine.publish.hub_failures import HubAuthError, HubUnavailableError
 
 EXIT_OK = 0
 EXIT_ERROR = 1

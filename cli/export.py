@@ -1,6 +1,6 @@
 """``helmproc export-eee``: a helmproc dataset folder -> the EEE datastore layout.
 
-A thin view over :func:`helmproc.engine.eee_export.export_eee`. The summary (runs exported,
+A thin view over :func:`helmproc.engine.export.writer.export_eee`. The summary (runs exported,
 files written, runs skipped with their reasons) goes to stdout, as text or with ``--json`` as
 one JSON object; progress lines go to stderr. A missing or empty dataset folder is reported
 through the error table (``cli/errors.py``). Exporting again is the repair for an
@@ -17,7 +17,7 @@ from typing import Annotated
 
 import typer
 
-from helmproc.engine.eee_export import ExportReport, export_eee
+from helmproc.engine.export.writer import ExportReport, export_eee
 
 PROGRESS_EVERY_RUNS = 500
 

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import typer
 
 from helmproc.engine.errors import ConfigError
-from helmproc.engine.http_source import (
+from helmproc.engine.sources.bucket import (
     BENCHMARK_OUTPUT,
     DEFAULT_BASE_URL,
     LATEST,
@@ -25,8 +25,8 @@ from helmproc.engine.http_source import (
     HttpSource,
     is_url,
 )
-from helmproc.engine.run_filters import FilteredSource, RunFilters
-from helmproc.engine.sources import RUNS_INDEX, DirSource, MultiSource, Source, version_key
+from helmproc.engine.sources.filters import FilteredSource, RunFilters
+from helmproc.engine.sources.folder import RUNS_INDEX, DirSource, MultiSource, Source, version_key
 
 SourceOpt = Annotated[
     str | None,

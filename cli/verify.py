@@ -21,8 +21,8 @@ import typer
 from helmproc.cli.destination import destination_label
 from helmproc.cli.errors import EXIT_ERROR
 from helmproc.engine.errors import NoJobError
-from helmproc.engine.jobs import DEFAULT_WORK_ROOT, find_journal
-from helmproc.engine.publishers import Publisher, publisher_from_config
+from helmproc.engine.job.workdir import DEFAULT_WORK_ROOT, find_journal
+from helmproc.engine.publish.folder import Publisher, publisher_from_config
 from helmproc.journal.store import ChunkState, Journal, ShardFact
 
 PUBLISHED = (ChunkState.UPLOADED, ChunkState.CLEANED)

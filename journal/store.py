@@ -39,16 +39,16 @@ from pathlib import Path, PurePosixPath
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
+from helmproc.engine.durable import fsync_dir
 from helmproc.engine.errors import (
     BadJournalFileError,
     IllegalTransitionError,
     JournalError,
     NoJobError,
 )
-from helmproc.engine.runs import RunOutcome, RunRef
+from helmproc.engine.facts import RunOutcome, RunRef
 from helmproc.engine.safe_paths import create_private_file, make_private_dir
 from helmproc.journal import migrations
-from helmproc.journal.durability import fsync_dir
 from helmproc.journal.locking import CoordinatorLock
 
 if TYPE_CHECKING:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from jobkit import FIXED_EPOCH, folder_digest, reference_job
+
+from tests.fakes.jobkit import FIXED_EPOCH, folder_digest, reference_job
 
 
 @pytest.fixture

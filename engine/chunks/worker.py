@@ -1,0 +1,234 @@
+"""The pool function: convert one chunk of runs into its shard files.
+
+``w_process_chunk`` runs in a worker process. It takes a small picklable ``ChunkSpec`` and
+returns a small ``ChunkResult`` (paths, counts, hashes, per-run outcomes); the rows themselves
+go to shard files in the staging folder, never back through the pipe. It never touches the
+journal. If the worker dies mid-chunk, the only trace is ``*.tmp-*`` files (swept on resume)
+or complete shards the journal does not know about (rewritten identically on resume).
+
+A run that cannot be converted becomes a ``failed`` outcome with its reason; its chunk still
+completes. A run's instance rows reach the shard only after the whole run converted
+(``run_spool``: runs of several batches are spooled to scratch first), so a run failing
+midway leaves no rows behind. Errors of the machine (disk full, out of memory) fail the
+whole chunk instead, so the coordinator can retry it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+import resource
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from helmproc.engine.chunks.shards import ShardWriter
+from helmproc.engine.chunks.spool import StagedInstances
+from helmproc.engine.convert import instance_rows
+from helmproc.engine.convert.converter import convert_run
+from helmproc.engine.convert.schemas import (
+    EVALUATIONS_SCHEMA,
+    INSTANCES_SCHEMA,
+    RUNS_SCHEMA,
+    RunRow,
+    runs_table,
+)
+from helmproc.engine.errors import RunConversionError
+from helmproc.engine.facts import RunOutcome, RunRef
+from helmproc.engine.job.plan import shard_path
+from helmproc.engine.sources.folder import Source, source_from_config
+from helmproc.engine.sources.prefetch import Prefetcher
+from helmproc.journal.store import ShardFact
+
+# Exceptions raised by converter code on input it did not foresee: the run fails, the chunk
+# goes on. Anything else (OSError, MemoryError, ...) is the machine's fault and fails the chunk.
+RUN_LEVEL_ERRORS = (KeyError, ValueError, TypeError, IndexError, AttributeError, UnicodeError)
+
+
+@dataclass(frozen=True)
+class ChunkSpec:
+    job_id: str
+    chunk_id: int
+    runs: tuple[RunRef, ...]
+    source_config: dict[str, Any]
+    staging_root: str
+    scratch_root: str
+    job_timestamp: str
+    # A piece of a chunk split after a memory overrun ("" = the whole chunk).
+    part: str = ""
+    # Runs recorded as failed without converting them: (run key, reason).
+    skip_reasons: tuple[tuple[str, str], ...] = ()
+    # Where the worker announces its pid while it works (for the budget's watchdog).
+    pid_dir: str = ""
+    # --max-file-bytes of the job: a run with a bigger input file fails (None: no limit).
+    max_file_bytes: int | None = None
+    # One coordinator's execution of the job ("" = none): a worker process reuses the source
+    # (and what it cached) for the chunks of one execution only, so a resume reads afresh.
+    execution: str = ""
+
+
+@dataclass(frozen=True)
+class ChunkResult:
+    chunk_id: int
+    shards: tuple[ShardFact, ...]
+    outcomes: tuple[RunOutcome, ...]
+    peak_rss_bytes: int
+    part: str = ""
+    baseline_bytes: int = 0
+    largest_run_bytes: int = 0
+
+
+def pid_file(pid_dir: Path, chunk_id: int, part: str) -> Path:
+    return pid_dir / f"{chunk_id:06d}-{part or 'all'}.pid"
+
+
+def run_input_bytes(run_dir: Path) -> int:
+    total = 0
+    for entry in os.scandir(run_dir):
+        if entry.is_file():
+            total += entry.stat().st_size
+    return total
+
+
+def describe_failure(exc: BaseException) -> str:
+    if isinstance(exc, RunConversionError):
+        return str(exc)
+    return f"unexpected {type(exc).__name__} while converting: {exc}"
+
+
+def w_process_chunk(spec: ChunkSpec) -> ChunkResult:
+    announced = pid_file(Path(spec.pid_dir), spec.chunk_id, spec.part) if spec.pid_dir else None
+    if announced is not None:
+        announced.parent.mkdir(parents=True, exist_ok=True)
+        announced.write_text(str(os.getpid()))
+    try:
+        with gc_paused():
+            return _process(spec)
+    finally:
+        if announced is not None:
+            announced.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off for a chunk's conversion, then back as it was.
+
+    Decoded runs hold no reference cycles (lists inside the msgspec structs are still
+    tracked), so the collections that hundreds of thousands of fresh containers trigger find
+    nothing; on the bench corpus they cost ~8% of a worker's CPU. Memory is unaffected: freed
+    objects still go by reference counting.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+_cached_source: tuple[str, Source] | None = None
+
+
+def _source_for(spec: ChunkSpec) -> Source:
+    """The job's source, built once per worker process and coordinator execution: what it
+    caches (a release index: lite's is 0.2 MB, fetched and parsed) then serves every chunk of
+    that execution. Only the latest execution's source is kept; without an execution id
+    (direct callers) a fresh source every time."""
+    global _cached_source
+    if not spec.execution:
+        return source_from_config(spec.source_config)
+    key = spec.execution + "\0" + spec.job_id
+    if _cached_source is None or _cached_source[0] != key:
+        _cached_source = (key, source_from_config(spec.source_config))
+    return _cached_source[1]
+
+
+def _process(spec: ChunkSpec) -> ChunkResult:
+    baseline = psutil.Process().memory_info().rss
+    largest_run = 0
+    skip = dict(spec.skip_reasons)
+    source = _source_for(spec)
+    staging = Path(spec.staging_root)
+    scratch = Path(spec.scratch_root) / f"chunk-{spec.chunk_id:06d}{spec.part}"
+    schemas = {
+        "instances": INSTANCES_SCHEMA,
+        "evaluations": EVALUATIONS_SCHEMA,
+        "runs": RUNS_SCHEMA,
+    }
+    # Small runs' tables are buffered and written together (see shards.ShardWriter).
+    coalesce = instance_rows.BATCH_BYTES
+    writers = {
+        table: ShardWriter(
+            staging,
+            shard_path(table, spec.job_id, spec.chunk_id, spec.part),
+            table,
+            schema,
+            coalesce_bytes=coalesce,
+        )
+        for table, schema in schemas.items()
+    }
+    outcomes: list[RunOutcome] = []
+    run_rows: list[RunRow] = []
+    fetched = [ref for ref in spec.runs if ref.key not in skip]
+    prefetch = Prefetcher(source, fetched, scratch, max_file_bytes=spec.max_file_bytes)
+    try:
+        for ref in spec.runs:
+            try:
+                if ref.key in skip:
+                    raise RunConversionError(ref.location, skip[ref.key])
+                run_dir = prefetch.take(ref)  # and the next run starts downloading
+                largest_run = max(largest_run, run_input_bytes(run_dir))
+                converted = convert_run(run_dir, ref, spec.job_timestamp)
+                # All of a run's rows or none: a big run is spooled until it has converted.
+                staged = StagedInstances.stage(converted, scratch)
+            except (RunConversionError, *RUN_LEVEL_ERRORS) as exc:
+                reason = describe_failure(exc)
+                outcomes.append(RunOutcome(ref, ok=False, n_instances=0, n_rows=0, error=reason))
+                run_rows.append(RunRow(ref, None, None, None, 0, 0, "failed", reason))
+                continue
+            try:
+                staged.write_to(writers["instances"])
+            finally:
+                staged.discard()
+            writers["evaluations"].write(converted.evaluations)
+            outcomes.append(
+                RunOutcome(ref, ok=True, n_instances=converted.n_instances, n_rows=converted.n_rows)
+            )
+            run_rows.append(
+                RunRow(
+                    ref,
+                    converted.model,
+                    converted.scenario,
+                    converted.method,
+                    converted.n_instances,
+                    converted.n_rows,
+                    "ok",
+                    None,
+                )
+            )
+            del converted, staged  # the run's index must not outlive it into the next run
+        writers["runs"].write(runs_table(run_rows))
+        shards = tuple(writer.close() for writer in writers.values())
+    except BaseException:
+        for writer in writers.values():
+            writer.abort()
+        raise
+    finally:
+        prefetch.close()  # no download still writing into scratch
+        shutil.rmtree(scratch, ignore_errors=True)
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return ChunkResult(
+        spec.chunk_id,
+        shards,
+        tuple(outcomes),
+        peak_kib * 1024,
+        part=spec.part,
+        baseline_bytes=baseline,
+        largest_run_bytes=largest_run,
+    )

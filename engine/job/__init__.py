@@ -1,0 +1,3 @@
+"""A job from start to end: workdir, plan, the coordinator, executors, the budget, interrupts,
+progress.
+"""

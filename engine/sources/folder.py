@@ -1,0 +1,371 @@
+"""Sources: where HELM runs come from. ``DirSource`` reads a local ``benchmark_output/``.
+
+A source has two jobs: ``discover()`` lists the runs of the job as ``RunRef`` values in a
+deterministic order (the planner relies on it), and ``fetch(ref, scratch)`` returns a local
+directory holding that run's JSON files. A source is rebuilt inside each worker from its
+``config`` (a small JSON-able dict recorded in the journal), so it must not hold open
+resources across pickling. Sources keep no state on disk, so a crash loses nothing here.
+
+DirSource modes, chosen from what ``root`` holds:
+- release mode (``release`` given, or ``root/releases/`` exists; newest release by version):
+  ``releases/<R>/runs_to_run_suites.json`` maps each run name to its suite, files under
+  ``runs/<suite>/<run>/``;
+- suite mode (``suite`` given, or ``root/runs/`` without releases: every suite in turn):
+  every run directory in ``runs/<S>/``;
+- bare folder: ``root`` itself holds run directories. Their names may differ from the run
+  name (e.g. ``:`` replaced by ``-``), so the run name is read from each ``run_spec.json``.
+
+Other sources: ``HttpSource`` (``http_source.py``, the bucket), ``MultiSource`` (several
+projects in one job), and any of them wrapped in a ``FilteredSource`` (``run_filters.py``),
+whose filters are part of the recorded config.
+
+Bad input that concerns one run fails that run at ``fetch`` (``RunConversionError``), never
+the job: a location that is not a plain relative path (a run name or suite holding ``..``,
+``/...``; see :func:`check_location`), a run the release index lists under two different
+suites (:func:`parse_runs_index`; the same suite twice is one run), and, with
+``max_file_bytes`` (``--max-file-bytes``), an input file over the limit.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from helmproc.engine.errors import ConfigError, RunConversionError, SourceError
+from helmproc.engine.facts import RunRef
+from helmproc.engine.safe_paths import name_problem, unsafe_part
+from helmproc.engine.sources.filters import FilteredSource, RunFilters, SpecFacts, local_spec_facts
+
+# Directory names HELM writes next to run directories that are not runs.
+NON_RUN_DIRS = frozenset({"eval_cache", "groups"})
+RUNS_INDEX = "runs_to_run_suites.json"
+DEFAULT_LOCAL_PROJECT = "local"
+# The files converting a run reads: the five helm-run files, and the keys of encrypted runs.
+RUN_INPUT_FILES = (
+    "run_spec.json",
+    "scenario.json",
+    "stats.json",
+    "per_instance_stats.json",
+    "scenario_state.json",
+    "encryption_data.json",
+)
+
+
+class Source(Protocol):
+    """What the pipeline needs from any source of HELM runs."""
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """JSON-able description from which ``source_from_config`` rebuilds this source."""
+        ...
+
+    def discover(self) -> list[RunRef]:
+        """All runs of the job, deterministic order, no duplicate identities."""
+        ...
+
+    def fetch(self, ref: RunRef, scratch: Path, *, max_file_bytes: int | None = None) -> Path:
+        """A local directory with the run's files; downloads (if any) go under ``scratch``.
+
+        An input file larger than ``max_file_bytes`` fails the run (``RunConversionError``).
+        """
+        ...
+
+
+def file_too_large(limit: int, size: int | None = None) -> str:
+    """The reason of a run whose input file is over ``--max-file-bytes``."""
+    got = f"{size} bytes" if size is not None else "download stopped"
+    return f"larger than --max-file-bytes ({got} > {limit})"
+
+
+def check_file_sizes(run_dir: Path, max_file_bytes: int | None) -> None:
+    """Fail the run if an input file of ``run_dir`` is over the limit (one stat per file)."""
+    if max_file_bytes is None:
+        return
+    for name in RUN_INPUT_FILES:
+        try:
+            size = (run_dir / name).stat().st_size
+        except OSError:
+            continue  # missing or unreadable: the converter reports it
+        if size > max_file_bytes:
+            raise RunConversionError(name, file_too_large(max_file_bytes, size))
+
+
+def check_location(ref: RunRef) -> None:
+    """Refuse a run whose location could leave the source: absolute, or with an empty,
+    ``.`` or ``..`` part, a backslash or a NUL (from a bad run name or suite in the index), or
+    whose run name or suite, directory names of the location, holds a ``/`` (``safe_paths``)."""
+    location = ref.location
+    file = RUNS_INDEX if ref.release is not None else "run location"
+    bad = unsafe_part(location)
+    if bad is not None:
+        raise RunConversionError(
+            file,
+            f"unsafe run path (part {bad!r} of {location!r}): the run name and suite must be "
+            "plain directory names; nothing read",
+        )
+    if ("/" + location).endswith(f"/{ref.suite}/{ref.run_name}"):
+        for what, name in (("run name", ref.run_name), ("suite", ref.suite)):
+            problem = name_problem(name)
+            if problem is not None:
+                raise RunConversionError(
+                    file,
+                    f"unsafe run path ({what} {name!r} {problem}): the run name and suite "
+                    "must be plain directory names; nothing read",
+                )
+
+
+@dataclass(frozen=True)
+class RunsIndex:
+    """A release's ``runs_to_run_suites.json``: each run's suite (the last entry wins, as in
+    Python's and HELM's frontend's JSON readers) and the runs listed under several suites."""
+
+    suites: dict[str, str]
+    conflicts: dict[str, tuple[str, ...]]
+
+    def problem(self, run_name: str) -> str | None:
+        suites = self.conflicts.get(run_name)
+        if suites is None:
+            return None
+        listed = ", ".join(repr(s) for s in suites)
+        return f"lists the run under {len(suites)} suites ({listed}): ambiguous, not converted"
+
+
+class _Pairs(list[tuple[str, Any]]):
+    """A JSON object's members in file order, duplicates kept."""
+
+
+def parse_runs_index(data: bytes, where: str) -> RunsIndex:
+    """Decode a release index, keeping duplicate keys (``SourceError`` if it is no object)."""
+    try:
+        members = json.loads(data, object_pairs_hook=_Pairs)
+    except ValueError as exc:
+        raise SourceError(f"{where}: not valid JSON ({exc})") from None
+    if not isinstance(members, _Pairs):
+        raise SourceError(f"{where}: expected an object of run name -> suite")
+    listed: dict[str, list[str]] = {}
+    for name, suite in members:
+        listed.setdefault(str(name), []).append(str(suite))
+    suites = {name: found[-1] for name, found in listed.items()}
+    conflicts = {
+        name: tuple(dict.fromkeys(found))
+        for name, found in listed.items()
+        if len(set(found)) > 1
+    }
+    return RunsIndex(suites, conflicts)
+
+
+def version_key(name: str) -> tuple[Any, ...]:
+    """Sort key comparing release names numerically: v1.10.0 > v1.9.0 > v1.9.0-rc."""
+    parts = re.findall(r"\d+|[A-Za-z]+", name)
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in parts)
+
+
+def newest_release(names: list[str]) -> str:
+    if not names:
+        raise SourceError("no releases found")
+    return max(names, key=version_key)
+
+
+def is_run_dir(path: Path) -> bool:
+    return path.is_dir() and path.name not in NON_RUN_DIRS and (path / "run_spec.json").exists()
+
+
+class DirSource:
+    """HELM runs in a local directory (see module docstring for the three modes)."""
+
+    kind = "dir"
+
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        project: str | None = None,
+        release: str | None = None,
+        suite: str | None = None,
+    ) -> None:
+        self.root = Path(root).resolve()
+        self.project = project or DEFAULT_LOCAL_PROJECT
+        if release and suite:
+            raise ConfigError("give either --release or --suite, not both")
+        if not self.root.is_dir():
+            raise ConfigError(f"source directory not found: {self.root}")
+        self.release = release
+        self.suite = suite
+        self._indexes: dict[str, RunsIndex] = {}
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "root": str(self.root),
+            "project": self.project,
+            "release": self.release,
+            "suite": self.suite,
+        }
+
+    # -- discovery -----------------------------------------------------------------------
+    def discover(self) -> list[RunRef]:
+        if self.release is not None:
+            return self._release_runs(self.release)
+        if self.suite is not None and (self.root / "runs").is_dir():
+            return self._suite_runs(self.suite)
+        releases_dir = self.root / "releases"
+        if releases_dir.is_dir() and any(releases_dir.iterdir()):
+            names = [p.name for p in releases_dir.iterdir() if (p / RUNS_INDEX).exists()]
+            return self._release_runs(newest_release(names))
+        runs_dir = self.root / "runs"
+        if runs_dir.is_dir():
+            refs: list[RunRef] = []
+            for suite_dir in sorted(runs_dir.iterdir()):
+                if suite_dir.is_dir():
+                    refs.extend(self._suite_runs(suite_dir.name))
+            return refs
+        return self._bare_runs()
+
+    def _runs_index(self, release: str) -> RunsIndex:
+        index = self._indexes.get(release)
+        if index is None:
+            path = self.root / "releases" / release / RUNS_INDEX
+            try:
+                data = path.read_bytes()
+            except FileNotFoundError:
+                raise SourceError(
+                    f"release {release!r} has no {RUNS_INDEX} under {self.root}"
+                ) from None
+            index = self._indexes[release] = parse_runs_index(data, str(path))
+        return index
+
+    def _release_runs(self, release: str) -> list[RunRef]:
+        refs = [
+            RunRef(self.project, suite, name, release, f"runs/{suite}/{name}")
+            for name, suite in self._runs_index(release).suites.items()
+        ]
+        return sorted(refs)
+
+    def _suite_runs(self, suite: str) -> list[RunRef]:
+        suite_dir = self.root / "runs" / suite
+        if not suite_dir.is_dir():
+            raise SourceError(f"suite {suite!r} not found: {suite_dir}")
+        return sorted(
+            RunRef(self.project, suite, p.name, None, f"runs/{suite}/{p.name}")
+            for p in suite_dir.iterdir()
+            if is_run_dir(p)
+        )
+
+    def _bare_runs(self) -> list[RunRef]:
+        suite = self.suite or self.root.name
+        refs: dict[tuple[str, str, str], RunRef] = {}
+        for p in sorted(self.root.iterdir()):
+            if not is_run_dir(p):
+                continue
+            name = run_name_from_spec(p) or p.name
+            ref = RunRef(self.project, suite, name, None, p.name)
+            refs.setdefault((ref.project, ref.suite, ref.run_name), ref)
+        if not refs:
+            raise SourceError(
+                f"no HELM runs under {self.root}: expected releases/, runs/ or run directories "
+                "holding run_spec.json"
+            )
+        return sorted(refs.values())
+
+    # -- fetching ------------------------------------------------------------------------
+    def fetch(self, ref: RunRef, scratch: Path, *, max_file_bytes: int | None = None) -> Path:
+        check_location(ref)
+        if ref.release is not None:
+            problem = self._runs_index(ref.release).problem(ref.run_name)
+            if problem is not None:
+                raise RunConversionError(RUNS_INDEX, problem)
+        run_dir = self.root / ref.location
+        if not run_dir.is_dir():
+            raise RunConversionError(ref.location, "run directory is missing from the source")
+        check_file_sizes(run_dir, max_file_bytes)
+        return run_dir
+
+    def spec_facts(self, refs: Sequence[RunRef]) -> dict[RunRef, SpecFacts | None]:
+        """Method and model of each run, for the run filters (see ``run_filters``)."""
+        return local_spec_facts(self.root, refs)
+
+
+class MultiSource:
+    """Several sources (one per project, e.g. several ``--benchmark``) as one job."""
+
+    kind = "multi"
+
+    def __init__(self, parts: Sequence[Source]) -> None:
+        self.parts = list(parts)
+        self._by_project: dict[str, Source] = {}
+        for part in self.parts:
+            project = part.config.get("project")
+            if not isinstance(project, str) or project in self._by_project:
+                raise ConfigError(f"each source of a job needs its own project, got {project!r}")
+            self._by_project[project] = part
+
+    @property
+    def config(self) -> dict[str, Any]:
+        config: dict[str, Any] = {"kind": self.kind, "parts": [p.config for p in self.parts]}
+        for key in ("root", "base_url"):  # shown in the dataset card when the parts share it
+            values = {p.config.get(key) for p in self.parts}
+            if len(values) == 1 and None not in values:
+                config[key] = values.pop()
+        return config
+
+    def discover(self) -> list[RunRef]:
+        refs: dict[tuple[str, str, str], RunRef] = {}
+        for part in self.parts:
+            for ref in part.discover():
+                refs.setdefault((ref.project, ref.suite, ref.run_name), ref)
+        return sorted(refs.values())
+
+    def _part(self, ref: RunRef) -> Source:
+        try:
+            return self._by_project[ref.project]
+        except KeyError:
+            reason = f"no source for project {ref.project!r}"
+            raise RunConversionError(ref.location, reason) from None
+
+    def fetch(self, ref: RunRef, scratch: Path, *, max_file_bytes: int | None = None) -> Path:
+        return self._part(ref).fetch(ref, scratch, max_file_bytes=max_file_bytes)
+
+    def spec_facts(self, refs: Sequence[RunRef]) -> dict[RunRef, SpecFacts | None]:
+        out: dict[RunRef, SpecFacts | None] = {}
+        for project, part in self._by_project.items():
+            mine = [r for r in refs if r.project == project]
+            reader = getattr(part, "spec_facts", None)
+            if mine and reader is not None:
+                out.update(reader(mine))
+        return out
+
+
+def run_name_from_spec(run_dir: Path) -> str | None:
+    """The ``name`` recorded in a run's run_spec.json, or None if it cannot be read."""
+    try:
+        name = json.loads((run_dir / "run_spec.json").read_bytes()).get("name")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return name if isinstance(name, str) and name else None
+
+
+def source_from_config(config: dict[str, Any]) -> Source:
+    """Rebuild a source from its recorded config (in a worker, or on resume)."""
+    if config.get("filters") is not None:
+        inner = source_from_config({k: v for k, v in config.items() if k != "filters"})
+        return FilteredSource(inner, RunFilters.from_json(config["filters"]))
+    kind = config.get("kind")
+    if kind == "http":
+        from helmproc.engine.sources.bucket import HttpSource  # imports this module
+
+        return HttpSource.from_config(config)
+    if kind == MultiSource.kind:
+        return MultiSource([source_from_config(part) for part in config["parts"]])
+    if kind == DirSource.kind:
+        return DirSource(
+            config["root"],
+            project=config.get("project"),
+            release=config.get("release"),
+            suite=config.get("suite"),
+        )
+    raise ConfigError(f"unknown source kind {kind!r} in job config")

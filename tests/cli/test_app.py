@@ -1,0 +1,143 @@
+"""The `helmproc` command as a user runs it: real subprocesses, real signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from tests.fakes.jobkit import FIXED_EPOCH, FIXTURE, folder_digest, grow_corpus, processed_events
+
+HELMPROC = [sys.executable, "-m", "helmproc.cli"]
+
+
+def helmproc(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, SOURCE_DATE_EPOCH=FIXED_EPOCH)
+    proc = subprocess.run(
+        [*HELMPROC, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"helmproc {args} -> {proc.returncode}\n{proc.stderr}")
+    return proc
+
+
+def test_run_status_and_load_dataset(tmp_path: Path) -> None:
+    proc = helmproc(tmp_path, "run", "--source", str(FIXTURE), "--to", "out", "--chunk-size", "4")
+    assert "done: 12 runs converted, 0 failed" in proc.stdout
+    assert "helmproc:" in proc.stderr  # narration on stderr, not stdout
+    status = json.loads(helmproc(tmp_path, "status", "--json").stdout)
+    assert status["done"] is True
+    assert status["chunks"]["cleaned"] == 5  # sizes 1, 2, 4, 4, 1
+    assert status["runs"] == {"ok": 12, "failed": 0}
+    assert status["failures"] == []
+    assert status["started_at"] and status["updated_at"]
+    text = helmproc(tmp_path, "status").stdout
+    assert "cleaned" in text
+
+    import datasets
+
+    ds = datasets.load_dataset(str(tmp_path / "out"), "instances", split="train")
+    assert ds.num_rows == status["rows"]
+    assert {"sample_id", "evaluation", "helm_run", "helm_train_trial"} <= set(ds.column_names)
+    runs = datasets.load_dataset(str(tmp_path / "out"), "runs", split="train")
+    assert runs.num_rows == 12
+
+
+def test_resume_and_status_without_a_job_say_what_to_do(tmp_path: Path) -> None:
+    for cmd in ("resume", "status"):
+        proc = helmproc(tmp_path, cmd, check=False)
+        assert proc.returncode == 1
+        assert "no job found" in proc.stderr and "helmproc run" in proc.stderr
+
+
+def test_usage_error_exits_2(tmp_path: Path) -> None:
+    proc = helmproc(tmp_path, "run", "--chunk-size", "0", "--source", str(FIXTURE), check=False)
+    assert proc.returncode == 2
+    missing = helmproc(tmp_path, "run", "--source", str(tmp_path / "nope"), check=False)
+    assert missing.returncode == 2 and "not found" in missing.stderr
+
+
+@pytest.mark.parametrize("command", ["run", "resume", "status"])
+def test_every_command_has_help(tmp_path: Path, command: str) -> None:
+    proc = helmproc(tmp_path, command, "--help")
+    assert "--journal" in proc.stdout
+
+
+def test_kill_9_then_resume_equals_uninterrupted(tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus"
+    names = grow_corpus(corpus, copies=8)  # 56 runs, chunk size 2 -> 28 chunks
+    args = ["--source", str(corpus), "--to", "out", "--chunk-size", "2", "--max-workers", "1"]
+
+    ref_dir = tmp_path / "ref"
+    ref_dir.mkdir()
+    helmproc(ref_dir, "run", *args)
+
+    crash_dir = tmp_path / "crash"
+    crash_dir.mkdir()
+    env = dict(os.environ, SOURCE_DATE_EPOCH=FIXED_EPOCH)
+    proc = subprocess.Popen(
+        [*HELMPROC, "run", *args, "--quiet"],
+        cwd=crash_dir,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    jobs = crash_dir / ".helmproc" / "jobs"
+    journal = None
+    while time.monotonic() < deadline:
+        if journal is None and jobs.exists():
+            found = list(jobs.glob("*/journal.sqlite"))
+            journal = found[0] if found else None
+        if journal is not None and processed_events(journal) >= 1:
+            break
+        time.sleep(0.005)
+    os.killpg(proc.pid, signal.SIGKILL)  # coordinator and its workers, no cleanup
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    assert journal is not None
+
+    before = json.loads(helmproc(crash_dir, "status", "--json").stdout)
+    assert before["done"] is False, "the job finished before the kill; grow the corpus"
+
+    helmproc(crash_dir, "resume", "--max-workers", "2")
+    after = json.loads(helmproc(crash_dir, "status", "--json").stdout)
+    assert after["done"] is True
+    assert folder_digest(crash_dir / "out") == folder_digest(ref_dir / "out")
+    runs = pq.read_table(sorted((crash_dir / "out").glob("runs/**/*.parquet"))).column("helm_run")
+    assert sorted(runs.to_pylist()) == names  # none missing, none twice
+
+
+def test_second_coordinator_is_refused(tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus"
+    grow_corpus(corpus, copies=8)
+    args = ["run", "--source", str(corpus), "--to", "out"]
+    args += ["--chunk-size", "1", "--max-workers", "1"]
+    env = dict(os.environ, SOURCE_DATE_EPOCH=FIXED_EPOCH)
+    first = subprocess.Popen(
+        [*HELMPROC, *args, "--quiet"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not list(tmp_path.glob(".helmproc/jobs/*/*.lock")):
+            time.sleep(0.01)
+        second = helmproc(tmp_path, *args, check=False)
+        assert second.returncode == 1
+        assert "journal in use" in second.stderr
+        assert str(first.pid) in second.stderr
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(timeout=30)

@@ -1,0 +1,201 @@
+"""Stopping on purpose and by accident: SIGINT/SIGTERM (once, twice) and a full disk."""
+
+from __future__ import annotations
+
+import errno
+import json
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from helmproc.engine.chunks import shards
+from helmproc.engine.errors import DiskFullError
+from helmproc.engine.job.coordinator import ExecOptions
+from helmproc.engine.job.executors import LocalExecutor
+from helmproc.engine.job.start import StartedJob, execute_job, start_job
+from helmproc.engine.publish.folder import DirPublisher
+from helmproc.engine.sources.bucket import HttpSource
+from helmproc.journal.store import Journal
+from tests.fakes.bucket_server import BucketServer
+from tests.fakes.jobkit import (
+    FIXED_EPOCH,
+    FIXTURE,
+    coordinator,
+    folder_digest,
+    grow_corpus,
+    processed_events,
+    run_to_end,
+    start,
+)
+
+HELMPROC = [sys.executable, "-m", "helmproc.cli"]
+
+
+def env() -> dict[str, str]:
+    return dict(os.environ, SOURCE_DATE_EPOCH=FIXED_EPOCH)
+
+
+def processed_in(cwd: Path) -> int:
+    found = list(cwd.glob(".helmproc/jobs/*/journal.sqlite"))
+    return processed_events(found[0] if found else None)
+
+
+def status(cwd: Path) -> dict:
+    proc = subprocess.run(
+        [*HELMPROC, "status", "--json"], cwd=cwd, env=env(), capture_output=True, text=True
+    )
+    return json.loads(proc.stdout)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    """A 56-run corpus and the digest of its uninterrupted conversion."""
+    root = tmp_path_factory.mktemp("interrupts")
+    grow_corpus(root / "corpus", copies=8)
+    ref = root / "ref"
+    ref.mkdir()
+    args = ["run", "--source", str(root / "corpus"), "--to", "out", "--chunk-size", "2"]
+    subprocess.run([*HELMPROC, *args, "--quiet"], cwd=ref, env=env(), check=True, timeout=300)
+    return root / "corpus", folder_digest(ref / "out")
+
+
+@pytest.mark.parametrize(
+    "signals",
+    [
+        [signal.SIGINT],  # Ctrl-C once: finish chunks in flight, then stop
+        [signal.SIGTERM],  # a service manager's stop: same
+        [signal.SIGINT, signal.SIGINT],  # twice: stop at once
+    ],
+)
+def test_signal_stops_with_130_and_resume_completes(
+    tmp_path: Path, corpus: tuple[Path, dict[str, str]], signals: list[signal.Signals]
+) -> None:
+    source, reference = corpus
+    args = ["run", "--source", str(source), "--to", "out"]
+    args += ["--chunk-size", "2", "--max-workers", "1"]
+    proc = subprocess.Popen(
+        [*HELMPROC, *args],
+        cwd=tmp_path,
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and processed_in(tmp_path) < 1:
+        time.sleep(0.005)
+    for sig in signals:
+        proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "helmproc resume" in err
+    if len(signals) == 1:
+        assert "finishing the chunks in flight" in err
+    before = status(tmp_path)
+    assert before["done"] is False
+    # a graceful stop leaves no chunk half-way: each is planned, cleaned, or (rarely) waiting
+    # to be published; never processed-and-lost
+    resumed = subprocess.run(
+        [*HELMPROC, "resume", "--quiet"], cwd=tmp_path, env=env(), capture_output=True, text=True
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert status(tmp_path)["done"] is True
+    assert folder_digest(tmp_path / "out") == reference
+
+
+class ForkExecutor(LocalExecutor):
+    """The local executor with fork-started workers, so a test's patch reaches them."""
+
+    def __init__(self, max_workers: int) -> None:
+        self.pool = ProcessPoolExecutor(max_workers, mp_context=multiprocessing.get_context("fork"))
+
+
+def test_disk_full_fails_the_chunk_names_the_path_and_resume_succeeds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", FIXED_EPOCH)
+    run_to_end(FIXTURE, tmp_path / "ref", tmp_path / "w0")
+    reference = folder_digest(tmp_path / "ref")
+
+    real_write = shards.ShardWriter.write
+    calls = {"n": 0}
+
+    def full_after_a_while(self: shards.ShardWriter, table) -> None:  # type: ignore[no-untyped-def]
+        if self.table == "instances" and "000002" in self.rel_path:
+            with shards.disk_full_as_error(self.temp):
+                raise OSError(errno.ENOSPC, "No space left on device")
+        calls["n"] += 1
+        real_write(self, table)
+
+    monkeypatch.setattr(shards.ShardWriter, "write", full_after_a_while)
+    started = start(FIXTURE, tmp_path / "out", tmp_path / "work")
+    with started.journal as journal:
+        coord = coordinator(started, tmp_path / "out", pool_factory=ForkExecutor)
+        with pytest.raises(DiskFullError) as info:
+            coord.execute()
+        assert "disk full at" in str(info.value)
+        assert "instances-000002.parquet" in str(info.value)
+        failed = [e for e in journal.events() if e["state"] == "failed"]
+        assert [e["chunk_id"] for e in failed] == [2]  # recorded once, not retried blindly
+        assert failed[0]["payload"]["error"].startswith("disk full at")
+        report = journal.status().to_json()
+        assert report["done"] is False and report["chunks"]["failed"] == 1
+    assert not list(started.paths.staging.rglob("*.tmp-*"))  # no half-written shard left
+
+    monkeypatch.setattr(shards.ShardWriter, "write", real_write)  # space freed
+    with Journal.open(started.paths.journal) as journal:
+        assert execute_job(journal, ExecOptions(max_workers=1)).to_json()["done"] is True
+    assert folder_digest(tmp_path / "out") == reference
+
+
+def test_disk_full_while_downloading_stops_the_job_and_resume_succeeds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ENOSPC in the middle of a download (HTTP source, chunk 2's scenario_state.json): the
+    chunk fails once with the path, the job stops, and after space is freed resume finishes
+    with the bytes of an uninterrupted job."""
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", FIXED_EPOCH)
+    with BucketServer() as server:
+        server.mount("lite/benchmark_output", FIXTURE)
+
+        def job(dest: Path, work: Path) -> StartedJob:
+            source = HttpSource(server.base_url, project="lite", release="v1.1.0")
+            return start_job(source, DirPublisher(dest), chunk_size=3, work_root=work)
+
+        with job(tmp_path / "ref", tmp_path / "w0").journal as journal:
+            assert execute_job(journal, ExecOptions(max_workers=1)).to_json()["done"]
+        reference = folder_digest(tmp_path / "ref")
+
+        real_open = Path.open
+
+        def full_disk_open(self: Path, mode: str = "r", *args, **kw):  # type: ignore[no-untyped-def]
+            handle = real_open(self, mode, *args, **kw)
+            if self.name == "scenario_state.json.part" and "chunk-000002" in str(self):
+                handle.close()
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return handle
+
+        monkeypatch.setattr(Path, "open", full_disk_open)
+        started = job(tmp_path / "out", tmp_path / "work")
+        with started.journal as journal:
+            coord = coordinator(started, tmp_path / "out", pool_factory=ForkExecutor)
+            with pytest.raises(DiskFullError) as info:
+                coord.execute()
+            assert str(info.value).startswith("disk full at ")
+            assert str(info.value).endswith("scenario_state.json.part")
+            failed = [e for e in journal.events() if e["state"] == "failed"]
+            assert [e["chunk_id"] for e in failed] == [2]
+        assert not list(started.paths.scratch.rglob("*.part"))  # the half download is gone
+
+        monkeypatch.setattr(Path, "open", real_open)  # space freed
+        with Journal.open(started.paths.journal) as journal:
+            assert execute_job(journal, ExecOptions(max_workers=1)).to_json()["done"] is True
+    assert folder_digest(tmp_path / "out") == reference
