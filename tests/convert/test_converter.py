@@ -13,7 +13,6 @@ import hashlib
 import io
 import json
 import math
-import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -38,15 +37,10 @@ from helmproc.engine.convert.schemas import (
 from helmproc.engine.errors import RunConversionError
 from helmproc.engine.facts import RunRef
 from helmproc.engine.sources.bucket import REQUIRED_FILES
+from tests.fakes.eee_schemas import eee_schema
 
 FIXTURE_ROOT = Path(__file__).resolve().parents[1] / "data" / "benchmark_output"
 REAL_RUN_DIRS = sorted(p.parent for p in FIXTURE_ROOT.glob("runs/*/*/run_spec.json"))
-# shared/ sits beside the checkout (for developers and CI alike).
-EEE_SCHEMAS = Path(
-    os.environ.get(
-        "HELMPROC_EEE_SCHEMAS", Path(__file__).resolve().parents[3] / "shared" / "eee-schemas"
-    )
-)
 JOB_TIMESTAMP = "1800000000"
 
 # Written out again from docs/eee-mapping.md, independently of eee_fields.
@@ -602,12 +596,6 @@ def test_nan_stats_are_dropped_not_fatal(helm_variant_root: Path) -> None:
 # --- EEE JSON Schemas -----------------------------------------------------------------------
 
 
-def eee_schema(name: str) -> dict[str, Any]:
-    path = EEE_SCHEMAS / name
-    assert path.exists(), f"EEE schema {path} not found (shared/ must sit beside the checkout)"
-    return dict(json.loads(path.read_text()))
-
-
 def instance_record(row: dict[str, Any]) -> dict[str, Any]:
     record = {k: v for k, v in row.items() if not k.startswith("helm_")}
     if record["evaluation_result_id"] is None:  # fallback rows: the key is left out in EEE
@@ -617,6 +605,7 @@ def instance_record(row: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
+@pytest.mark.eee_schemas
 def test_instance_rows_validate_against_eee_schema(converted: ConvertedRun) -> None:
     import jsonschema
     validator = jsonschema.Draft7Validator(eee_schema("instance_level_eval.schema.json"))
@@ -699,6 +688,7 @@ def aggregate_from_rows(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+@pytest.mark.eee_schemas
 def test_evaluation_rows_rebuild_a_valid_eee_aggregate(converted: ConvertedRun) -> None:
     import jsonschema
     validator = jsonschema.Draft7Validator(eee_schema("eval.schema.json"))
@@ -821,6 +811,7 @@ def test_lone_surrogate_escapes_become_replacement_characters(tmp_path: Path) ->
     assert "Answer:\ufffd" in {r["output"]["raw"][0] for r in rows}
 
 
+@pytest.mark.eee_schemas
 def test_failed_and_missing_results_still_give_valid_rows(tmp_path: Path) -> None:
     run_dir = copy_run(MCQA_RUN, tmp_path)
 

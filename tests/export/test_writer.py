@@ -2,7 +2,7 @@
 
 The dataset is the fixture output of ``helmproc run`` (a real subprocess, once per session).
 Expected values are read from the dataset's Parquet tables with pyarrow and checked against
-EEE's JSON Schemas from ``../shared/eee-schemas`` (never copied into the repo); the rules
+EEE's JSON Schemas from the ``every-eval-ever`` package (``eee_schemas`` tests); the rules
 (uuid, layout) are restated here from ``docs/eee-mapping.md`` and the module docstrings.
 Variants of the dataset (runs split across mixed row groups, no statistics, a run published
 twice, damaged values) are built by rewriting its Parquet files.
@@ -40,13 +40,9 @@ from helmproc.engine.export.writer import (
     ExportReport,
     export_eee,
 )
+from tests.fakes.eee_schemas import eee_schema
 
 FIXTURE = Path(__file__).resolve().parents[1] / "data" / "benchmark_output"
-EEE_SCHEMAS = Path(
-    os.environ.get(
-        "HELMPROC_EEE_SCHEMAS", Path(__file__).resolve().parents[3] / "shared" / "eee-schemas"
-    )
-)
 EPOCH = "1800000000"
 HELMPROC = [sys.executable, "-m", "helmproc.cli"]
 RunId = tuple[str, str, str]
@@ -130,15 +126,10 @@ def expected_uuid(project: str, suite: str, run: str) -> str:
     return str(uuid.UUID(bytes=bytes(raw)))
 
 
-def eee_schema(name: str) -> dict[str, Any]:
-    path = EEE_SCHEMAS / name
-    assert path.exists(), f"EEE schema {path} not found (shared/ must sit beside the checkout)"
-    return dict(json.loads(path.read_text()))
-
-
 # --- the fixture export ---------------------------------------------------------------------
 
 
+@pytest.mark.eee_schemas
 def test_exported_records_validate_against_the_eee_schemas(
     exported: tuple[Path, ExportReport],
 ) -> None:
@@ -428,6 +419,7 @@ def test_missing_or_empty_dataset_raises(tmp_path: Path) -> None:
 # --- records: rows the fixtures do not have ------------------------------------------------
 
 
+@pytest.mark.eee_schemas
 def test_fallback_rows_leave_evaluation_result_id_out(dataset: Path) -> None:
     import jsonschema
 
