@@ -46,15 +46,15 @@ import multiprocessing
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import psutil
 
@@ -72,14 +72,17 @@ import peer_convert  # noqa: E402 - bench/peer_convert.py
 from tests.fakes.bucket_server import BucketServer  # noqa: E402 - tests/bucket_server.py
 
 MAIN_PROJECT = "bench"
+GEN_PROJECT = "gen"
 FLAT_PROJECT = "flat{n}"
 RUN_FILES = corpus.RUN_FILES
 SAMPLE_S = 0.1
 FIRST_SHARD_POLL_S = 0.02
 DISK_EVERY = 5  # samples between two disk walks
 TARGETS = {
-    "converter_per_core_vs_peer": 20.0,  # at least
-    "end_to_end_vs_floor": 1.6,  # at most, against each floor
+    "converter_per_core_vs_peer": 40.0,  # at least
+    "end_to_end_vs_decode_floor": 1.3,  # at most
+    "gen_vs_json_floor": 0.8,  # at most, on the generation-heavy subset
+    "reader_vs_jsonl": 10.0,  # at least, each query, same engine
     "flatness": 1.15,  # at most
     "cost_per_instance": 1.3,  # at most
     "first_shard_s": 5.0,  # at most
@@ -235,8 +238,11 @@ def helmproc_command(base_url: str, project: str, release: str, out: Path, args:
     return command
 
 
-def run_helmproc(label: str, base_url: str, project: str, release: str, args: Any) -> Measured:
-    work = OUT / "work" / label.replace(" ", "-")
+def run_helmproc(
+    label: str, base_url: str, project: str, release: str, args: Any, keep: Path | None = None
+) -> Measured:
+    """``helmproc run`` into a fresh folder; its dataset is moved to ``keep`` if given."""
+    work = OUT / "work" / label.replace(" ", "-").replace("(", "").replace(")", "")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     out = work / "dataset"
@@ -250,55 +256,88 @@ def run_helmproc(label: str, base_url: str, project: str, release: str, args: An
     status = json.loads(measured.stdout)
     if not status.get("done") or status["runs"].get("failed"):
         raise SystemExit(f"{label}: helmproc did not convert every run: {status['runs']}")
+    if keep is not None:
+        shutil.rmtree(keep, ignore_errors=True)
+        keep.parent.mkdir(parents=True, exist_ok=True)
+        out.rename(keep)
     shutil.rmtree(work, ignore_errors=True)
     return measured
 
 
-_session: Any = None
+def _floor_chunk(job: tuple[dict[str, Any], tuple[Any, ...], str, str]) -> tuple[int, int]:
+    """One chunk of a floor: fetch its runs exactly as a helmproc worker does (the job's source,
+    the same prefetching and crc32c checks, files written to scratch), then decode them as
+    ``mode`` says; nothing is built or written. (runs, bytes fetched)."""
+    config, refs, scratch_root, mode = job
+    from helmproc.engine.chunks.worker import run_input_bytes
+    from helmproc.engine.sources.folder import source_from_config
+    from helmproc.engine.sources.prefetch import Prefetcher
 
-
-def _floor_run(job: tuple[str, str, str, str, str]) -> int:
-    """Fetch and decode one run's five files with plain requests; the bytes received."""
-    global _session
-    import requests
-
-    if _session is None:
-        _session = requests.Session()
-    base_url, project, suite, name, decoder = job
-    decode: Callable[[bytes], Any] = json.loads
-    if decoder == "msgspec":
-        import msgspec
-
-        decode = msgspec.json.decode
-    prefix = "/".join(quote(p, safe="") for p in (project, "benchmark_output", "runs", suite, name))
+    source = source_from_config(config)
+    scratch = Path(scratch_root) / f"floor-{os.getpid()}"
     n_bytes = 0
-    for file in RUN_FILES:
-        response = _session.get(f"{base_url}/{prefix}/{file}", timeout=120)
-        response.raise_for_status()
-        decode(response.content)
-        n_bytes += len(response.content)
-    return n_bytes
+    prefetch = Prefetcher(source, refs, scratch)
+    try:
+        for ref in refs:
+            run_dir = prefetch.take(ref)
+            n_bytes += run_input_bytes(run_dir)
+            if mode == "decode":
+                typed_decode(run_dir)
+            elif mode == "json":
+                for file in RUN_FILES:
+                    json.loads((run_dir / file).read_bytes())
+    finally:
+        prefetch.close()
+        shutil.rmtree(scratch, ignore_errors=True)
+    return len(refs), n_bytes
 
 
-def floor_child(base_url: str, project: str, release: str, workers: int, decoder: str) -> None:
-    import requests
+def typed_decode(run_dir: Path) -> None:
+    """Decode exactly what helmproc's converter decodes, with its typed msgspec decoders and
+    its choice per file between decoding whole and streaming element by element."""
+    from helmproc.engine.convert.converter import STREAM_THRESHOLD_BYTES
+    from helmproc.engine.helm import run_files as rf
+    from helmproc.engine.helm.array_stream import iter_array_elements
 
-    index_url = f"{base_url}/{project}/benchmark_output/releases/{release}/runs_to_run_suites.json"
-    index = requests.get(index_url, timeout=120).json()
-    jobs = [(base_url, project, suite, name, decoder) for name, suite in sorted(index.items())]
+    rf.load_json(run_dir / rf.RUN_SPEC_FILE, rf.RunSpec)
+    rf.load_json(run_dir / rf.SCENARIO_FILE, rf.Scenario)
+    rf.load_json(run_dir / rf.STATS_FILE, list[rf.Stat])
+    big: list[tuple[str, Any, Any, str | None]] = [
+        (rf.PER_INSTANCE_STATS_FILE, list[rf.PerInstanceStats], rf.PerInstanceStats, None),
+        (rf.SCENARIO_STATE_FILE, rf.ScenarioState, rf.RequestState, "request_states"),
+    ]
+    for file, whole, element, key in big:
+        path = run_dir / file
+        if path.stat().st_size <= STREAM_THRESHOLD_BYTES:
+            rf.load_json(path, whole)
+            continue
+        for _offset, data in iter_array_elements(path, key):
+            rf.decode_json(data, element, file)
+
+
+def floor_child(base_url: str, project: str, release: str, workers: int, mode: str) -> None:
+    from helmproc.engine.job.plan import plan_chunks
+    from helmproc.engine.job.start import DEFAULT_CHUNK_SIZE
+    from helmproc.engine.sources.bucket import HttpSource
+
+    source = HttpSource(base_url, project=project, release=release)
+    chunks = plan_chunks(source.discover(), DEFAULT_CHUNK_SIZE)
+    scratch = OUT / "work" / f"floor-{mode}"
+    jobs = [(source.config, chunk.runs, str(scratch), mode) for chunk in chunks]
     with multiprocessing.get_context("forkserver").Pool(workers) as pool:
-        n_bytes = sum(pool.imap_unordered(_floor_run, jobs, chunksize=1))
-    print(json.dumps({"n_runs": len(jobs), "n_bytes": n_bytes}))
+        done = list(pool.imap_unordered(_floor_chunk, jobs, chunksize=1))
+    shutil.rmtree(scratch, ignore_errors=True)
+    print(json.dumps({"n_runs": sum(d[0] for d in done), "n_bytes": sum(d[1] for d in done)}))
 
 
-def run_floor(base_url: str, release: str, n_runs: int, decoder: str, args: Any) -> Measured:
+def run_floor(base_url: str, project: str, release: str, n_runs: int, mode: str, args: Any
+              ) -> Measured:
     command = [
-        sys.executable, __file__, "_floor", base_url, MAIN_PROJECT, release,
-        str(args.workers), decoder,
+        sys.executable, __file__, "_floor", base_url, project, release, str(args.workers), mode,
     ]  # fmt: skip
-    measured = measure(f"floor {decoder}", command, cwd=OUT)
+    measured = measure(f"{mode} floor ({project})", command, cwd=OUT)
     if json.loads(measured.stdout)["n_runs"] != n_runs:
-        raise SystemExit(f"floor fetched {measured.stdout}, expected {n_runs} runs")
+        raise SystemExit(f"{mode} floor fetched {measured.stdout}, expected {n_runs} runs")
     return measured
 
 
@@ -440,13 +479,15 @@ def serve_aliases(
 
 
 def peer_sample(main: corpus.Corpus, min_instances: int) -> list[corpus.GeneratedRun]:
-    """Runs spread over the whole corpus (every scenario of the lite mix), deterministic."""
-    n = len(main.runs)
+    """Runs spread over the whole corpus (every kind of its mix, not the big run: the peer
+    holds a whole file in memory), deterministic."""
+    runs = [r for r in main.runs if "model-big" not in r.name]
+    n = len(runs)
     stride = next(s for s in (11, 13, 17, 19, 23, 29, 31) if math.gcd(s, n) == 1 or n == 1)
     picked: list[corpus.GeneratedRun] = []
     total = 0
     for i in range(n):
-        run = main.runs[(i * stride) % n]
+        run = runs[(i * stride) % n]
         picked.append(run)
         total += run.n_instances
         if total >= min_instances:
@@ -512,7 +553,7 @@ def machine() -> str:
 # --- the benchmark ----------------------------------------------------------------------------
 
 
-PARTS = ("main", "flat", "peer", "cost")
+PARTS = ("main", "reader", "flat", "peer", "cost")
 
 
 def main_bench(args: argparse.Namespace) -> None:
@@ -520,37 +561,43 @@ def main_bench(args: argparse.Namespace) -> None:
     parts = set(args.parts.split(","))
     if not parts <= set(PARTS):
         raise SystemExit(f"--parts takes a comma list of {', '.join(PARTS)}")
-    scale = 1.0 if args.full else args.scale
     say(f"machine: {machine()}; load average {os.getloadavg()[0]:.1f}")
+    big_mb = 0.0 if args.no_big else args.big_mb
     main = cached_corpus(
-        f"lite-{args.runs}-x{scale:g}",
-        corpus.lite_plan(args.runs, scale, seed=args.seed),
+        f"{args.profile}-{args.models}m-x{args.scale:g}-big{big_mb:g}",
+        corpus.profile_plan(args.profile, args.models, args.scale, args.seed, big_mb=big_mb),
         args.processes,
     )
     n_runs, n_instances = len(main.runs), main.n_instances
-    sizes = sorted(r.n_instances for r in main.runs)
+    gen_runs = [r for r in main.runs if r.kind in GENERATION_KINDS and "model-big" not in r.name]
+    gen_bytes = sum(r.n_bytes for r in gen_runs)
     lines = [
         f"machine: {machine()}",
         f"command: {' '.join(sys.argv)}",
-        f"corpus: {n_runs:,} runs in lite's mix (MMLU-shaped, 2-4 KB few-shot prompts, instances"
-        f" x{scale:g} of lite's, {sizes[0]}-{sizes[-1]} per run), {n_instances:,} instances,"
-        f" {main.n_bytes / 1e9:.2f} GB, served on 127.0.0.1 by the bench process; "
-        f"{args.workers} processes, --memory-budget {args.memory_budget}",
+        f"corpus: profile {args.profile}, {args.models} models, instances x{args.scale:g} of"
+        f" HELM's, {n_runs:,} runs, {n_instances:,} instances, {main.n_bytes / 1e9:.2f} GB"
+        f" ({corpus.describe(main)}); served on 127.0.0.1 by the bench process;"
+        f" {args.workers} processes, --memory-budget {args.memory_budget}",
+        f"generation-heavy subset (project gen: cot, translate, passage, summarize runs without"
+        f" the big run): {len(gen_runs)} runs, {gen_bytes / 1e6:,.0f} MB",
     ]
     report: dict[str, Any] = {
         "machine": machine(),
         "command": " ".join(sys.argv),
-        "corpus": {"runs": n_runs, "instances": n_instances, "bytes": main.n_bytes},
-        "instance_scale": scale,
+        "corpus": {"profile": args.profile, "models": args.models, "runs": n_runs,
+                   "instances": n_instances, "bytes": main.n_bytes, "mix": corpus.describe(main),
+                   "gen_runs": len(gen_runs), "gen_bytes": gen_bytes},
+        "instance_scale": args.scale,
         "workers": args.workers,
         "memory_budget": args.memory_budget,
         "targets": TARGETS,
-    }
+    }  # fmt: skip
     ratios: dict[str, float] = {}
     verdicts: list[str] = []
     budget = _parse_size(args.memory_budget)
     peaks: list[tuple[str, int]] = []
     table: list[str] = []
+    dataset = OUT / "work" / "dataset"
 
     if parts & {"main", "flat"}:
         flat_pool = cached_corpus(
@@ -561,6 +608,7 @@ def main_bench(args: argparse.Namespace) -> None:
         flat_counts = (args.flat_small, args.flat_large)
         with BucketServer() as server:
             server.mount(f"{MAIN_PROJECT}/benchmark_output", main.root)
+            serve_subset(server, GEN_PROJECT, main, gen_runs, main.release)
             for n in flat_counts:
                 serve_aliases(server, FLAT_PROJECT.format(n=n), flat_pool, n, main.release)
             # GCS stores each object's hashes; the fake computes them on first use, which
@@ -571,45 +619,23 @@ def main_bench(args: argparse.Namespace) -> None:
                 " (before measuring)")
             url = server.base_url
             if "main" in parts:
-                helms: list[Measured] = []
-                floors: dict[str, list[Measured]] = {d: [] for d in args.floor_decoders}
-                for _ in range(args.repeat):  # interleaved, so all see the same load
-                    helms.append(
-                        run_helmproc("helmproc run (HTTP)", url, MAIN_PROJECT, main.release, args)
-                    )
-                    for decoder, runs in floors.items():
-                        runs.append(run_floor(url, main.release, n_runs, decoder, args))
-                helm = median_run(helms)
-                table.append(row(helm, n_runs, n_instances))
+                rounds = run_rounds(url, main, gen_runs, dataset, args, parts)
+                helm = median_run(rounds["helmproc"])
+                peaks.append(("main", max(m.peak_rss for m in rounds["helmproc"])))
+                for key in ("helmproc", "transport", "decode", "helmproc gen", "json gen"):
+                    if rounds.get(key):
+                        m = median_run(rounds[key])
+                        is_gen = key.endswith("gen")
+                        table.append(row(m, len(gen_runs) if is_gen else n_runs,
+                                         sum(r.n_instances for r in gen_runs) if is_gen
+                                         else n_instances))  # fmt: skip
+                verdicts += ratio_verdicts(rounds, ratios)
                 first = helm.first_output_s if helm.first_output_s is not None else math.inf
                 ratios["first_shard_s"] = first
-                peaks.append(("main", helm.peak_rss))
-                of = f", medians of {args.repeat} interleaved rounds" if args.repeat > 1 else ""
-                for decoder, runs in floors.items():
-                    floor = median_run(runs)
-                    table.append(row(floor, n_runs, n_instances))
-                    e2e = helm.wall_s / floor.wall_s
-                    ratios[f"end_to_end_vs_floor_{decoder}"] = e2e
-                    verdicts.append(
-                        f"  end to end           helmproc {helm.wall_s:.1f} s / {floor.label}"
-                        f" {floor.wall_s:.1f} s = {e2e:.2f}x{of} (target <= 1.6x):"
-                        f" {verdict(e2e <= 1.6)}"
-                    )
-                cpus = ", ".join(
-                    f"{m.label} {m.cpu_s:.0f} s ({m.cpu_s / n_instances * 1e6:.0f} us/instance)"
-                    for m in (helm, *(median_run(r) for r in floors.values()))
+                verdicts.append(
+                    f"  first shard          {first:.2f} s on {n_runs:,} runs (median round)"
                 )
-                verdicts += [
-                    f"                       CPU of the process trees: {cpus}; helmproc's"
-                    f" coordinator {helm.root_cpu_s:.0f} s; the loopback server (bench process)"
-                    f" {helm.bench_cpu_s:.0f} s during helmproc",
-                    f"  first shard          {first:.2f} s on {n_runs:,} runs (target <= 5 s):"
-                    f" {verdict(first <= 5)}",
-                ]
-                report.update(
-                    helmproc=[as_json(m) for m in helms],
-                    floors={d: [as_json(m) for m in runs] for d, runs in floors.items()},
-                )
+                report.update(rounds={k: [as_json(m) for m in v] for k, v in rounds.items()})
             if "flat" in parts:
                 flats = {
                     n: run_helmproc(
@@ -652,7 +678,7 @@ def main_bench(args: argparse.Namespace) -> None:
         verdicts += [
             f"  converter per core   helmproc {our_rate:,.0f} inst/CPU-s vs peer {peer_rate:,.0f}"
             f" on the same {len(sample)} runs ({sample_instances:,} instances, local files):"
-            f" {per_core:.1f}x (target >= 20x): {verdict(per_core >= 20)}",
+            f" {per_core:.1f}x (target >= 40x): {verdict(per_core >= 40)}",
             f"                       rows written: helmproc {ours['n_rows']:,}, peer"
             f" {peer_report['n_rows']:,} ({same}); peer imports {peer_report['import_s']:.1f} s"
             " (in its wall time, not in its CPU figure)",
@@ -695,6 +721,87 @@ def main_bench(args: argparse.Namespace) -> None:
         shutil.rmtree(OUT / "corpus", ignore_errors=True)
 
 
+GENERATION_KINDS = frozenset({"cot", "translate", "passage", "summarize"})
+ROUND_KEYS = ("helmproc", "transport", "decode", "helmproc gen", "json gen")
+# (label, numerator, denominator, target: at most)
+RATIOS = (
+    ("vs transport floor", "helmproc", "transport", None),
+    ("vs decode floor", "helmproc", "decode", TARGETS["end_to_end_vs_decode_floor"]),
+    ("gen vs json floor", "helmproc gen", "json gen", TARGETS["gen_vs_json_floor"]),
+)
+
+
+def run_rounds(
+    url: str,
+    main: corpus.Corpus,
+    gen_runs: Sequence[corpus.GeneratedRun],
+    dataset: Path,
+    args: Any,
+    parts: set[str],
+) -> dict[str, list[Measured]]:
+    """``--repeat`` interleaved rounds: helmproc, its two floors, and on the generation-heavy
+    subset helmproc and the ``json`` floor; the last round's dataset is kept for the readers."""
+    rounds: dict[str, list[Measured]] = {key: [] for key in ROUND_KEYS}
+    release = main.release
+    for r in range(args.repeat):
+        say(f"round {r + 1}/{args.repeat}")
+        keep = dataset if "reader" in parts and r == args.repeat - 1 else None
+        rounds["helmproc"].append(
+            run_helmproc("helmproc", url, MAIN_PROJECT, release, args, keep=keep)
+        )
+        for mode in ("transport", "decode"):
+            rounds[mode].append(run_floor(url, MAIN_PROJECT, release, len(main.runs), mode, args))
+        if gen_runs and not args.no_gen:
+            rounds["helmproc gen"].append(
+                run_helmproc("helmproc gen", url, GEN_PROJECT, release, args)
+            )
+            rounds["json gen"].append(
+                run_floor(url, GEN_PROJECT, release, len(gen_runs), "json", args)
+            )
+    return rounds
+
+
+def ratio_verdicts(rounds: dict[str, list[Measured]], ratios: dict[str, float]) -> list[str]:
+    """Median of per-round ratios, wall and CPU, each round's ratio listed."""
+    lines = []
+    for label, num, den, target in RATIOS:
+        if not rounds.get(num) or not rounds.get(den):
+            continue
+        for what, attr in (("wall", "wall_s"), ("CPU", "cpu_s")):
+            per = [
+                getattr(a, attr) / getattr(b, attr)
+                for a, b in zip(rounds[num], rounds[den], strict=True)
+            ]
+            median = statistics.median(per)
+            ratios[f"{num} / {den} ({what})"] = median
+            listed = ", ".join(f"{x:.2f}" for x in per)
+            goal = "" if target is None else (
+                f" (target <= {target}x): {verdict(median <= target)}")
+            lines.append(f"  {label:<20} {what:>4}: {median:.2f}x, median of rounds"
+                         f" {listed}{goal}")  # fmt: skip
+    loads = ", ".join(f"{m.load_before[0]:.1f}" for m in rounds["helmproc"])
+    lines.append(f"                       load average (1 min) before each helmproc round: {loads}")
+    return lines
+
+
+def serve_subset(
+    server: BucketServer,
+    project: str,
+    main: corpus.Corpus,
+    runs: Sequence[corpus.GeneratedRun],
+    release: str,
+) -> None:
+    """Publish ``runs`` of ``main`` (same names, same files) as their own project."""
+    base = f"{project}/benchmark_output"
+    for run in runs:
+        for file in RUN_FILES:
+            server.objects[f"{base}/runs/{run.suite}/{run.name}/{file}"] = main.run_dir(run) / file
+    index_path = OUT / "work" / f"{project}-runs_to_run_suites.json"
+    index_path.parent.mkdir(parents=True, exist_ok=True)
+    index_path.write_text(json.dumps({run.name: run.suite for run in runs}))
+    server.objects[f"{base}/releases/{release}/runs_to_run_suites.json"] = index_path
+
+
 def median_run(runs: list[Measured]) -> Measured:
     """The round with the median wall time (the first of two middles)."""
     ordered = sorted(runs, key=lambda m: m.wall_s)
@@ -721,19 +828,16 @@ def main(argv: list[str] | None = None) -> None:
         convert_child(argv[1], argv[2], int(argv[3]))
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--full", action="store_true", help="lite's full instance counts")
-    parser.add_argument("--runs", type=int, default=corpus.LITE_RUNS, help="runs in the corpus")
-    parser.add_argument("--scale", type=float, default=0.2, help="instances x lite's (default)")
+    parser.add_argument("--profile", choices=sorted(corpus.PROFILES), default="lite")
+    parser.add_argument("--models", type=int, default=8, help="models in the corpus")
+    parser.add_argument("--scale", type=float, default=0.5, help="instances x HELM's")
+    parser.add_argument("--big-mb", type=float, default=1100, help="the one big run's states")
+    parser.add_argument("--no-big", action="store_true", help="leave the big run out")
+    parser.add_argument("--no-gen", action="store_true", help="skip the gen-vs-json rounds")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--memory-budget", default="2G", help="helmproc --memory-budget")
     parser.add_argument("--chunk-size", type=int, default=0, help="helmproc --chunk-size")
-    parser.add_argument(
-        "--floor-decoders",
-        type=lambda text: text.split(","),
-        default=["msgspec", "json"],
-        help="floors to run: msgspec (into plain objects), json (stdlib); comma list",
-    )
-    parser.add_argument("--repeat", type=int, default=1, help="rounds of helmproc and floor")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds of helmproc and floor")
     parser.add_argument(
         "--parts", default=",".join(PARTS), help=f"what to measure (of {','.join(PARTS)})"
     )
