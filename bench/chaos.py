@@ -55,7 +55,7 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from helmproc.journal.store import LEGAL_TRANSITIONS, ChunkState, Journal  # noqa: E402
+from helmproc.journal import LEGAL_TRANSITIONS, ChunkState, Journal  # noqa: E402
 from tests.fakes.bucket_server import BucketServer  # noqa: E402 - lives in tests/
 from tests.fakes.fake_hub import FakeHub, Fault  # noqa: E402
 from tests.fakes.jobkit import FIXED_EPOCH, FIXTURE  # noqa: E402

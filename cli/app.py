@@ -17,15 +17,12 @@ from typing import Annotated
 import typer
 
 from helmproc.cli.destination import (
-    DEFAULT_FILES_PER_COMMIT,
     CommitsPerHourOpt,
     FilesPerCommitOpt,
     PrivateOpt,
     RepoIdOpt,
     RevisionOpt,
     UploadWorkersOpt,
-    destination_label,
-    make_publisher,
     with_publishing,
 )
 from helmproc.cli.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, describe
@@ -43,14 +40,14 @@ from helmproc.cli.listing import (
 )
 from helmproc.cli.verify import verify
 from helmproc.engine.job.budget import format_size, parse_size
-from helmproc.engine.job.coordinator import ExecOptions
 from helmproc.engine.job.interrupts import JobInterrupted
+from helmproc.engine.job.options import DEFAULT_FILES_PER_COMMIT, ExecOptions
 from helmproc.engine.job.progress import progress_for
 from helmproc.engine.job.start import DEFAULT_CHUNK_SIZE, exec_options, execute_job, start_job
 from helmproc.engine.job.workdir import DEFAULT_WORK_ROOT, find_journal
+from helmproc.engine.publish.registry import destination_label, make_publisher
 from helmproc.engine.sources.filters import RunFilters
-from helmproc.journal.status import StatusReport, render_text
-from helmproc.journal.store import Journal
+from helmproc.journal import Journal, StatusReport, render_text
 
 DEFAULT_DESTINATION = Path("helm-eee-dataset")
 

@@ -10,14 +10,11 @@ Stateless; nothing here survives a crash or needs to.
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from helmproc.engine.errors import ConfigError
-from helmproc.engine.job.coordinator import ExecOptions
-from helmproc.engine.publish.folder import DirPublisher, Publisher
+from helmproc.engine.job.options import ExecOptions
 
 RepoIdOpt = Annotated[
     str | None,
@@ -47,26 +44,6 @@ CommitsPerHourOpt = Annotated[
         help="Commit pace (default: 100 for the Hub, unlimited for a folder).",
     ),
 ]
-DEFAULT_FILES_PER_COMMIT = 50
-
-
-def make_publisher(to: Path, repo_id: str | None, revision: str, private: bool) -> Publisher:
-    if repo_id is None:
-        if private or revision != "main":
-            raise ConfigError("--private and --revision apply only with --repo-id")
-        return DirPublisher(to)
-    from helmproc.engine.publish.hub import HubPublisher
-
-    publisher = HubPublisher(repo_id, revision, private)
-    publisher.require_token()
-    return publisher
-
-
-def destination_label(config: dict[str, Any]) -> str:
-    """How to name a destination to the user, from its journaled config."""
-    if config.get("kind") == "hub":
-        return f"hf://datasets/{config['repo_id']}@{config.get('revision', 'main')}"
-    return str(config.get("root", "?"))
 
 
 def with_publishing(

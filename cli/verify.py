@@ -18,12 +18,13 @@ from typing import Annotated, Any, Protocol, runtime_checkable
 
 import typer
 
-from helmproc.cli.destination import destination_label
 from helmproc.cli.errors import EXIT_ERROR
 from helmproc.engine.errors import NoJobError
+from helmproc.engine.facts import ShardFact
 from helmproc.engine.job.workdir import DEFAULT_WORK_ROOT, find_journal
-from helmproc.engine.publish.folder import Publisher, publisher_from_config
-from helmproc.journal.store import ChunkState, Journal, ShardFact
+from helmproc.engine.publish.folder import Publisher
+from helmproc.engine.publish.registry import destination_label, publisher_from_config
+from helmproc.journal import ChunkState, Journal
 
 PUBLISHED = (ChunkState.UPLOADED, ChunkState.CLEANED)
 

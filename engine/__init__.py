@@ -2,5 +2,5 @@
 
 Stages (each a small module): sources discover runs, the planner cuts them into
 deterministic chunks, workers convert chunks into shard files, publishers push shards to a
-destination. The coordinator (``pipeline``) is the only writer of the journal.
+destination. The coordinator (``coordinator``) is the only writer of the journal.
 """

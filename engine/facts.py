@@ -1,7 +1,9 @@
-"""Run identity and per-run outcomes: the small picklable facts passed between stages.
+"""The small picklable facts passed between stages and recorded by the journal.
 
-Nothing here touches disk; these values are what the journal records and what workers return,
-so they survive a crash only through the journal.
+``RunRef`` (a run's identity), ``RunOutcome`` (what converting it produced), ``ShardFact`` (one
+durable shard file) and ``ChunkPlan`` (a planned chunk). Nothing here touches disk; these values
+are what the journal records and what workers return, so they survive a crash only through the
+journal. Shared vocabulary: imports nothing else from helmproc.
 """
 
 from __future__ import annotations
@@ -66,3 +68,41 @@ class RunOutcome:
             n_rows=data["n_rows"],
             error=data.get("error"),
         )
+
+
+@dataclass(frozen=True)
+class ShardFact:
+    """One durable shard file. ``path`` is relative to the dataset root (POSIX separators)."""
+
+    table: str
+    path: str
+    n_rows: int
+    n_bytes: int
+    sha256: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "table": self.table,
+            "path": self.path,
+            "n_rows": self.n_rows,
+            "n_bytes": self.n_bytes,
+            "sha256": self.sha256,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ShardFact:
+        return cls(
+            table=data["table"],
+            path=data["path"],
+            n_rows=data["n_rows"],
+            n_bytes=data["n_bytes"],
+            sha256=data["sha256"],
+        )
+
+
+@dataclass(frozen=True)
+class ChunkPlan:
+    """One planned chunk: its id and its runs in processing order."""
+
+    chunk_id: int
+    runs: tuple[RunRef, ...]

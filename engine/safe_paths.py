@@ -8,8 +8,9 @@ Two small rules shared by every place that builds a path or creates the job's fi
   backslash or a NUL (so neither ``../../etc`` nor ``/etc`` can leave the root), and
   ``name_problem`` also refuses a ``/`` in what must be one directory name (HELM writes run
   names verbatim as directory names, so a real one never holds ``/``). Shard paths need no
-  check here: they are built from the job id and chunk numbers only (``plan.shard_path``), and
-  the journal refuses any other shape (``store._check_shard_path``).
+  check here: they are built from the job id and chunk numbers only
+  (``dataset_layout.shard_path``), and the journal refuses any other shape
+  (``store._check_shard_path``).
 - **Privacy.** The work folder holds the journal (the job's whole history and config), the
   staging shards and the downloads. ``make_private_dir`` creates folders with mode 0700 and
   ``create_private_file`` files with mode 0600, set with ``chmod`` after creating them, so the

@@ -2,31 +2,32 @@
 
 The coordinator records the plan and every chunk transition as append-only events in one
 WAL-mode SQLite file (``store``), guarded by a flock so only one coordinator writes
-(``locking``), with a schema evolved by recorded migrations (``migrations``). ``status``
-derives the report from the journal alone. After any crash, including ``kill -9``, the
-journal holds exactly the events committed before it, and ``helmproc resume`` continues from
-there.
+(``locking``), with a schema evolved by recorded migrations (``migrations``). ``records`` holds
+the plain values the events fold into; ``status`` derives the report from them alone. After any
+crash, including ``kill -9``, the journal holds exactly the events committed before it, and
+``helmproc resume`` continues from there.
+
+Imports only the engine's shared vocabulary (``helmproc.engine.errors``, ``facts``,
+``safe_paths``, ``durable``); the import-linter contracts in ``pyproject.toml`` enforce it.
 """
 
-from helmproc.journal.status import StatusReport, render_text
-from helmproc.journal.store import (
+from helmproc.journal.records import (
     LEGAL_TRANSITIONS,
-    ChunkPlan,
+    RETRY_ONLY_FROM,
     ChunkState,
     ChunkStatus,
     JobRecord,
-    Journal,
-    ShardFact,
 )
+from helmproc.journal.status import StatusReport, render_text
+from helmproc.journal.store import Journal
 
 __all__ = [
     "LEGAL_TRANSITIONS",
-    "ChunkPlan",
+    "RETRY_ONLY_FROM",
     "ChunkState",
     "ChunkStatus",
     "JobRecord",
     "Journal",
-    "ShardFact",
     "StatusReport",
     "render_text",
 ]

@@ -16,7 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from helmproc.journal.store import ChunkPlan, ChunkState, ChunkStatus, JobRecord
+from helmproc.engine.facts import ChunkPlan
+from helmproc.journal.records import ChunkState, ChunkStatus, JobRecord
 
 MAX_FAILURES_SHOWN = 10
 # Run names shown under each failure reason in the text report (--json lists them all).

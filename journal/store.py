@@ -26,7 +26,6 @@ created 0600 (``safe_paths``); SQLite gives ``-wal`` and ``-shm`` the same mode.
 
 from __future__ import annotations
 
-import enum
 import functools
 import json
 import sqlite3
@@ -37,7 +36,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from helmproc.engine.durable import fsync_dir
 from helmproc.engine.errors import (
@@ -46,111 +45,20 @@ from helmproc.engine.errors import (
     JournalError,
     NoJobError,
 )
-from helmproc.engine.facts import RunOutcome, RunRef
+from helmproc.engine.facts import ChunkPlan, RunOutcome, RunRef, ShardFact
 from helmproc.engine.safe_paths import create_private_file, make_private_dir
 from helmproc.journal import migrations
 from helmproc.journal.locking import CoordinatorLock
-
-if TYPE_CHECKING:
-    from helmproc.journal.status import StatusReport
+from helmproc.journal.records import (
+    LEGAL_TRANSITIONS,
+    RETRY_ONLY_FROM,
+    ChunkState,
+    ChunkStatus,
+    JobRecord,
+)
+from helmproc.journal.status import StatusReport, build_report
 
 BUSY_TIMEOUT_MS = 10_000
-
-
-class ChunkState(enum.StrEnum):
-    PLANNED = "planned"
-    PROCESSED = "processed"
-    UPLOADED = "uploaded"
-    CLEANED = "cleaned"
-    FAILED = "failed"
-
-
-# From-state -> states a chunk may move to. ``planned`` is written only by ``start_job``.
-LEGAL_TRANSITIONS: dict[ChunkState, frozenset[ChunkState]] = {
-    ChunkState.PLANNED: frozenset({ChunkState.PROCESSED, ChunkState.FAILED}),
-    ChunkState.FAILED: frozenset({ChunkState.PROCESSED, ChunkState.FAILED}),
-    # processed -> processed: a shard rebuilt on resume after it was found missing or changed.
-    ChunkState.PROCESSED: frozenset({ChunkState.PROCESSED, ChunkState.UPLOADED, ChunkState.FAILED}),
-    # uploaded -> uploaded: a commit re-confirmed against the remote on resume.
-    # uploaded / cleaned -> processed: only a reprocess for ``resume --retry-failed`` (the
-    # event's payload carries ``"retry": true``; ``_append`` refuses it otherwise).
-    ChunkState.UPLOADED: frozenset(
-        {ChunkState.UPLOADED, ChunkState.CLEANED, ChunkState.PROCESSED}
-    ),
-    ChunkState.CLEANED: frozenset({ChunkState.PROCESSED}),
-}
-# States a chunk leaves for ``processed`` only when its failed runs are retried.
-RETRY_ONLY_FROM = frozenset({ChunkState.UPLOADED, ChunkState.CLEANED})
-
-
-@dataclass(frozen=True)
-class ShardFact:
-    """One durable shard file. ``path`` is relative to the dataset root (POSIX separators)."""
-
-    table: str
-    path: str
-    n_rows: int
-    n_bytes: int
-    sha256: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "table": self.table,
-            "path": self.path,
-            "n_rows": self.n_rows,
-            "n_bytes": self.n_bytes,
-            "sha256": self.sha256,
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> ShardFact:
-        return cls(
-            table=data["table"],
-            path=data["path"],
-            n_rows=data["n_rows"],
-            n_bytes=data["n_bytes"],
-            sha256=data["sha256"],
-        )
-
-
-@dataclass(frozen=True)
-class ChunkPlan:
-    """One planned chunk: its id and its runs in processing order."""
-
-    chunk_id: int
-    runs: tuple[RunRef, ...]
-
-
-@dataclass(frozen=True)
-class JobRecord:
-    """The job a journal belongs to. ``job_timestamp`` is fixed at plan time (determinism)."""
-
-    job_id: str
-    config: dict[str, Any]
-    job_timestamp: str
-    started_at: str
-
-
-@dataclass(frozen=True)
-class ChunkStatus:
-    """A chunk's current state, folded from its events.
-
-    ``attempts`` counts the chunk's ``processed`` and ``failed`` events: every time the chunk
-    was worked on and the outcome journaled, including a shard rebuilt on resume.
-    ``shards`` and ``outcomes`` come from the latest ``processed`` event (kept when the chunk
-    later fails), ``commit_id`` from the latest ``uploaded`` event. ``error`` is the reason of
-    the latest ``failed`` event while the chunk is ``failed``, else None. ``updated_at`` is the
-    time of the chunk's latest event.
-    """
-
-    chunk_id: int
-    state: ChunkState
-    attempts: int
-    shards: tuple[ShardFact, ...]
-    outcomes: tuple[RunOutcome, ...]
-    commit_id: str | None
-    error: str | None
-    updated_at: str
 
 
 @dataclass
@@ -592,8 +500,6 @@ class Journal:
 
     def status(self) -> StatusReport:
         """The status report, computed from the journal alone."""
-        from helmproc.journal.status import build_report
-
         with self._snapshot():
             return build_report(
                 job=self.job(),

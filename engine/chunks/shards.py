@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 from helmproc.engine.durable import fsync_dir
 from helmproc.engine.errors import disk_full_as_error
-from helmproc.journal.store import ShardFact
+from helmproc.engine.facts import ShardFact
 
 COMPRESSION = "zstd"
 COMPRESSION_LEVEL = 3

@@ -8,7 +8,7 @@ or complete shards the journal does not know about (rewritten identically on res
 
 A run that cannot be converted becomes a ``failed`` outcome with its reason; its chunk still
 completes. A run's instance rows reach the shard only after the whole run converted
-(``run_spool``: runs of several batches are spooled to scratch first), so a run failing
+(``spool``: runs of several batches are spooled to scratch first), so a run failing
 midway leaves no rows behind. Errors of the machine (disk full, out of memory) fail the
 whole chunk instead, so the coordinator can retry it.
 """
@@ -27,6 +27,7 @@ from typing import Any
 
 import psutil
 
+from helmproc.engine.chunks.pid_files import announced
 from helmproc.engine.chunks.shards import ShardWriter
 from helmproc.engine.chunks.spool import StagedInstances
 from helmproc.engine.convert import instance_rows
@@ -38,12 +39,12 @@ from helmproc.engine.convert.schemas import (
     RunRow,
     runs_table,
 )
+from helmproc.engine.dataset_layout import shard_path
 from helmproc.engine.errors import RunConversionError
-from helmproc.engine.facts import RunOutcome, RunRef
-from helmproc.engine.job.plan import shard_path
-from helmproc.engine.sources.folder import Source, source_from_config
+from helmproc.engine.facts import RunOutcome, RunRef, ShardFact
+from helmproc.engine.sources.folder import Source
 from helmproc.engine.sources.prefetch import Prefetcher
-from helmproc.journal.store import ShardFact
+from helmproc.engine.sources.registry import source_from_config
 
 # Exceptions raised by converter code on input it did not foresee: the run fails, the chunk
 # goes on. Anything else (OSError, MemoryError, ...) is the machine's fault and fails the chunk.
@@ -83,10 +84,6 @@ class ChunkResult:
     largest_run_bytes: int = 0
 
 
-def pid_file(pid_dir: Path, chunk_id: int, part: str) -> Path:
-    return pid_dir / f"{chunk_id:06d}-{part or 'all'}.pid"
-
-
 def run_input_bytes(run_dir: Path) -> int:
     total = 0
     for entry in os.scandir(run_dir):
@@ -102,16 +99,13 @@ def describe_failure(exc: BaseException) -> str:
 
 
 def w_process_chunk(spec: ChunkSpec) -> ChunkResult:
-    announced = pid_file(Path(spec.pid_dir), spec.chunk_id, spec.part) if spec.pid_dir else None
-    if announced is not None:
-        announced.parent.mkdir(parents=True, exist_ok=True)
-        announced.write_text(str(os.getpid()))
-    try:
-        with gc_paused():
-            return _process(spec)
-    finally:
-        if announced is not None:
-            announced.unlink(missing_ok=True)
+    announcing = (
+        announced(Path(spec.pid_dir), spec.chunk_id, spec.part)
+        if spec.pid_dir
+        else contextlib.nullcontext()
+    )
+    with announcing, gc_paused():
+        return _process(spec)
 
 
 @contextlib.contextmanager

@@ -1,13 +1,13 @@
 """Convert one HELM run directory into its ``instances`` and ``evaluations`` Arrow tables.
 
 How it works. The small files (``run_spec.json``, ``scenario.json``, ``stats.json``) are
-decoded whole with the typed msgspec views of :mod:`helm_json`. The two big files are reduced
+decoded whole with the typed msgspec views of :mod:`run_files`. The two big files are reduced
 by :mod:`run_index`: ``per_instance_stats.json`` to one small record per (instance id,
 perturbation name, train trial) entry, ``scenario_state.json`` to an index of the request
 state each entry joins to (a dict lookup by that key; for ``multiple_choice_separate_*`` runs
 the state of the chosen reference). Each of the two is decoded whole when it is at most
 ``stream_threshold_bytes`` (the fast path) and streamed element by element otherwise
-(:mod:`helm_stream`), so a run with a multi-GB ``scenario_state.json`` never has the file, or
+(:mod:`array_stream`), so a run with a multi-GB ``scenario_state.json`` never has the file, or
 its decoded form, in memory. Then:
 
 - **evaluations** (:mod:`evaluation_rows`): one row per core evaluation_result_id of
@@ -28,7 +28,7 @@ a crash leaves nothing to repair. Any problem with the input raises
 :class:`RunConversionError` naming the file at fault, from :func:`convert_run` or, for a
 request state or an encrypted text that turns out bad while rows are built, from the batch
 iterator: the caller must treat a run as converted only once all its batches came out (the
-worker spools multi-batch runs, see :mod:`run_spool`).
+worker spools multi-batch runs, see :mod:`spool`).
 """
 
 from __future__ import annotations
@@ -50,6 +50,15 @@ from helmproc.engine.convert.evaluation_rows import (
     samples_by_result,
 )
 from helmproc.engine.convert.instance_rows import RunFacts, instance_batches
+from helmproc.engine.convert.run_index import (
+    EntryKey,
+    EntryStats,
+    RequestStates,
+    describe_key,
+    read_entries,
+    read_states,
+    sorted_keys,
+)
 from helmproc.engine.errors import RunConversionError
 from helmproc.engine.facts import RunRef
 from helmproc.engine.helm.decrypt import Decryptor
@@ -63,15 +72,6 @@ from helmproc.engine.helm.run_files import (
     Scenario,
     Stat,
     load_json,
-)
-from helmproc.engine.helm.run_index import (
-    EntryKey,
-    EntryStats,
-    RequestStates,
-    describe_key,
-    read_entries,
-    read_states,
-    sorted_keys,
 )
 
 __all__ = ["STREAM_THRESHOLD_BYTES", "ConvertedRun", "convert_run"]

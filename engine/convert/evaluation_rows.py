@@ -34,8 +34,8 @@ import pyarrow as pa
 from helmproc.engine.convert import eee_fields as eee
 from helmproc.engine.convert import schemas as tables
 from helmproc.engine.convert.instance_rows import RunFacts
+from helmproc.engine.convert.run_index import CoreId, EntryKey, EntryStats
 from helmproc.engine.helm.run_files import AdapterSpec, RequestState, RunSpec, Stat
-from helmproc.engine.helm.run_index import CoreId, EntryKey, EntryStats
 from helmproc.engine.helm.stat_values import finite, finite_int, perturbation_name, stat_value
 
 __all__ = ["CoreResult", "core_results", "evaluations_table", "samples_by_result"]

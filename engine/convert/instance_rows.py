@@ -47,10 +47,10 @@ import pyarrow as pa
 
 from helmproc.engine.convert import eee_fields as eee
 from helmproc.engine.convert import schemas as tables
+from helmproc.engine.convert.run_index import CoreId, EntryKey, EntryStats, RequestStates
 from helmproc.engine.facts import RunRef
 from helmproc.engine.helm.decrypt import Decryptor, any_placeholder
 from helmproc.engine.helm.run_files import Completion, RequestState, text_of
-from helmproc.engine.helm.run_index import CoreId, EntryKey, EntryStats, RequestStates
 from helmproc.engine.helm.stat_values import finite, finite_int
 
 __all__ = ["BATCH_BYTES", "RunFacts", "instance_batches"]

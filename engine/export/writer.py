@@ -1,7 +1,7 @@
 """``export-eee``: write a helmproc dataset folder as an Every Eval Ever (0.3.0) datastore.
 
 How it works. The dataset's three tables are indexed from their Parquet footers
-(:mod:`dataset_index`); then runs are exported one at a time, in (project, suite, run) order.
+(:mod:`dataset_reader`); then runs are exported one at a time, in (project, suite, run) order.
 For each run: its ``evaluations`` rows are read whole (tens of rows); its ``instances`` rows
 are streamed a record batch at a time straight into ``<uuid>_samples.jsonl`` while the
 sha256 and line count are computed; then ``<uuid>.json`` is written with
@@ -50,6 +50,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from helmproc.engine.chunks.shards import TEMP_MARK, remove_orphan_temp_files
+from helmproc.engine.dataset_layout import TABLES
 from helmproc.engine.errors import HelmprocError
 from helmproc.engine.export.dataset_reader import RUN_COLUMNS, RunKey, TableIndex
 from helmproc.engine.export.layout import RecordLayout, record_layout
@@ -59,8 +60,6 @@ from helmproc.engine.export.records import (
     sample_lines,
     samples_reference,
 )
-
-TABLES = ("instances", "evaluations", "runs")
 
 
 class DatasetNotFoundError(HelmprocError):

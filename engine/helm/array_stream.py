@@ -3,7 +3,7 @@
 ``scenario_state.json`` reaches GBs and ``per_instance_stats.json`` hundreds of MB; both are
 one big array (``request_states`` inside the top-level object, or the top-level array itself).
 :func:`iter_array_elements` reads the file in blocks and yields each element of that array as
-``(file offset, bytes)``; the caller decodes the element with msgspec (``helm_json``) and can
+``(file offset, bytes)``; the caller decodes the element with msgspec (``run_files``) and can
 come back for it later with :func:`read_span` (``os.pread``: nothing is memory-mapped, so the
 page cache never counts against the process's RSS).
 
@@ -25,7 +25,7 @@ and all its states in memory. Hence this scanner, and no ijson dependency.
 
 Memory: one read block (:data:`BLOCK_BYTES`) plus the current element (a block grows to hold an
 element bigger than itself). Nothing is written; a crash leaves nothing behind. Errors raise
-:class:`RunConversionError` naming the file, worded like ``helm_json``'s (``missing``,
+:class:`RunConversionError` naming the file, worded like ``run_files``'s (``missing``,
 ``malformed JSON: ...``, ``unexpected shape: ...``).
 """
 

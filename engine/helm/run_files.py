@@ -19,7 +19,7 @@ All structs are ``gc=False`` (decoded JSON holds no reference cycles, so the cyc
 collector need not track the hundreds of thousands of small objects a large run decodes to).
 
 :func:`load_json` decodes a whole file, :func:`decode_json` one value cut out of a file (an
-element ``helm_stream`` found). Every failure becomes a :class:`RunConversionError` naming the
+element ``array_stream`` found). Every failure becomes a :class:`RunConversionError` naming the
 file (``missing``, ``malformed JSON: ...`` including ``malformed JSON: empty file`` and
 ``malformed JSON: not valid UTF-8 (byte N...)``, ``unexpected shape: <msgspec message with its
 JSON path>``; for an element the path starts at the element, e.g. ``$.request_states[7]``).

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
@@ -31,20 +30,21 @@ def ignore_sigint() -> None:
 
 
 class StopRequest:
-    """Installs the two-stage handlers while active (main thread only; elsewhere inert)."""
+    """Installs the two-stage handlers while active (main thread only; elsewhere inert).
 
-    def __init__(self, on_first: Callable[[str], None] | None = None) -> None:
-        self.requested = False
-        self.on_first = on_first
+    The handler does no I/O: the first signal only records its name in ``requested`` (the
+    coordinator's loop reads it and tells the user), the second raises ``KeyboardInterrupt``.
+    """
+
+    def __init__(self) -> None:
+        self.requested: str = ""  # the first signal's name once one arrived
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
         if self.requested:
             raise KeyboardInterrupt(f"second {name}")
-        self.requested = True
-        if self.on_first is not None:
-            self.on_first(name)
+        self.requested = name
 
     def __enter__(self) -> StopRequest:
         if threading.current_thread() is threading.main_thread():

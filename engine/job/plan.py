@@ -1,9 +1,10 @@
-"""The planner: cut the discovered runs into deterministic chunks, and name everything after them.
+"""The planner: cut the discovered runs into deterministic chunks and give the job its id.
 
 The plan is computed once per job and recorded in the journal before any work starts; resume
 reads it back instead of planning again, so a source that changed in between cannot shift work
 between chunks. The job id is a hash of what determines the output (source, filters, chunk
-size, destination), so the same job asked twice lands on the same shard paths (idempotent) and
+size, destination), so the same job asked twice lands on the same shard paths
+(``dataset_layout.shard_path``: idempotent) and
 two different jobs can never write the same path in one destination.
 """
 
@@ -14,12 +15,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from helmproc.engine.facts import RunRef
-from helmproc.journal.store import ChunkPlan
-
-TABLES = ("instances", "evaluations", "runs")
-# Files per folder stay well under the Hub's 10,000 limit: chunks are bucketed by id.
-CHUNKS_PER_FOLDER = 1000
+from helmproc.engine.facts import ChunkPlan, RunRef
 
 
 def job_id_for(output_config: dict[str, Any], refs: Sequence[RunRef]) -> str:
@@ -67,14 +63,3 @@ def plan_chunks(refs: Sequence[RunRef], chunk_size: int) -> list[ChunkPlan]:
         plan.append(ChunkPlan(chunk_id=i, runs=tuple(runs[start : start + size])))
         start += size
     return plan
-
-
-def shard_path(table: str, job_id: str, chunk_id: int, part: str = "") -> str:
-    """Dataset-relative path of one chunk's shard of ``table`` (POSIX separators).
-
-    ``part`` names a piece of a chunk that was split after overrunning the memory budget
-    ("0", "1", "10", ...: the path of halvings), empty for a whole chunk.
-    """
-    folder = chunk_id // CHUNKS_PER_FOLDER
-    suffix = f"-p{part}" if part else ""
-    return f"{table}/{job_id}/{folder:04d}/{table}-{chunk_id:06d}{suffix}.parquet"

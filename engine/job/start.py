@@ -21,8 +21,9 @@ from helmproc.engine.job.budget import (
     default_memory_budget,
     parse_size,
 )
-from helmproc.engine.job.coordinator import Coordinator, ExecOptions
+from helmproc.engine.job.coordinator import Coordinator
 from helmproc.engine.job.executors import parse_executor
+from helmproc.engine.job.options import ExecOptions
 from helmproc.engine.job.plan import job_id_for, plan_chunks
 from helmproc.engine.job.progress import Progress
 from helmproc.engine.job.workdir import (
@@ -32,11 +33,11 @@ from helmproc.engine.job.workdir import (
     journal_key,
     remember_latest,
 )
-from helmproc.engine.publish.folder import Publisher, publisher_from_config
+from helmproc.engine.publish.folder import Publisher
+from helmproc.engine.publish.registry import publisher_from_config
 from helmproc.engine.safe_paths import make_private_dir
 from helmproc.engine.sources.folder import Source
-from helmproc.journal.status import StatusReport
-from helmproc.journal.store import Journal
+from helmproc.journal import Journal, StatusReport
 
 DEFAULT_CHUNK_SIZE = 16
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from helmproc.engine.job.plan import TABLES
+from helmproc.engine.dataset_layout import TABLES
 
 TABLE_DESCRIPTIONS = {
     "instances": "one row per (instance, perturbation, train trial) x core metric, EEE "

@@ -24,9 +24,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from helmproc.engine.facts import ShardFact
 from helmproc.engine.publish.folder import Publisher
 from helmproc.engine.publish.pacer import CommitPacer
-from helmproc.journal.store import ShardFact
 
 QUEUE_CHUNKS = 64
 POLL_S = 0.1

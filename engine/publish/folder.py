@@ -7,7 +7,7 @@ copy. ``published_commit`` tells, after a crash, whether a batch already landed 
 present with the journaled sha256) so resume can journal it without sending it again.
 ``publish`` may carry the dataset card along (``card``), so a remote destination does not spend
 a commit on it; ``max_commits_per_hour`` is the destination's default commit pace (None: no
-limit). ``HubPublisher`` (a Hugging Face dataset repo) lives in ``hub_publisher``.
+limit). ``HubPublisher`` (a Hugging Face dataset repo) lives in ``publish.hub``.
 
 DirPublisher writes each file to a temporary name in the destination, fsyncs it, renames it
 into place and fsyncs the directory, so a crash leaves either the old state or the new file,
@@ -31,11 +31,10 @@ from helmproc.engine.chunks.shards import (
     remove_orphan_temp_files,
     sha256_file,
 )
+from helmproc.engine.dataset_layout import CARD_PATH
 from helmproc.engine.durable import fsync_dir
 from helmproc.engine.errors import ConfigError, PublishError
-from helmproc.journal.store import ShardFact
-
-CARD_PATH = "README.md"
+from helmproc.engine.facts import ShardFact
 
 
 class Publisher(Protocol):
@@ -98,6 +97,10 @@ class DirPublisher:
     @property
     def config(self) -> dict[str, Any]:
         return {"kind": self.kind, "root": str(self.root)}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> DirPublisher:
+        return cls(config["root"])
 
     def _place(self, src: Path, rel_path: str) -> None:
         final = self.root / rel_path
@@ -162,14 +165,3 @@ class DirPublisher:
         if rows != shard.n_rows:
             return f"{rows} rows != journaled {shard.n_rows}"
         return None
-
-
-def publisher_from_config(config: dict[str, Any]) -> Publisher:
-    kind = config.get("kind")
-    if kind == DirPublisher.kind:
-        return DirPublisher(config["root"])
-    if kind == "hub":
-        from helmproc.engine.publish.hub import HubPublisher
-
-        return HubPublisher.from_config(config)
-    raise ConfigError(f"unknown destination kind {kind!r} in job config")

@@ -36,7 +36,9 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 from urllib.parse import quote, urlsplit
 
+from helmproc.engine.dataset_layout import CARD_PATH
 from helmproc.engine.errors import ConfigError, PublishError
+from helmproc.engine.facts import ShardFact
 from helmproc.engine.publish.hub_failures import (
     RETRYABLE,
     Failure,
@@ -50,9 +52,7 @@ from helmproc.engine.publish.hub_failures import (
     scrub,
 )
 from helmproc.engine.publish.pacer import DEFAULT_HUB_COMMITS_PER_HOUR
-from helmproc.journal.store import ShardFact
 
-CARD_PATH = "README.md"
 GITATTRIBUTES_PATH = ".gitattributes"
 PARQUET_LFS_RULE = "*.parquet filter=lfs diff=lfs merge=lfs -text"
 PATHS_INFO_BATCH = 500  # the Hub allows 1000 paths per call; the client itself uses 500

@@ -15,9 +15,9 @@ DirSource modes, chosen from what ``root`` holds:
 - bare folder: ``root`` itself holds run directories. Their names may differ from the run
   name (e.g. ``:`` replaced by ``-``), so the run name is read from each ``run_spec.json``.
 
-Other sources: ``HttpSource`` (``http_source.py``, the bucket), ``MultiSource`` (several
-projects in one job), and any of them wrapped in a ``FilteredSource`` (``run_filters.py``),
-whose filters are part of the recorded config.
+Other sources: ``HttpSource`` (``bucket.py``), ``MultiSource`` (several projects in one job),
+and any of them wrapped in a ``FilteredSource`` (``filters.py``), whose filters are part of the
+recorded config. ``registry.py`` rebuilds any of them from its config.
 
 Bad input that concerns one run fails that run at ``fetch`` (``RunConversionError``), never
 the job: a location that is not a plain relative path (a run name or suite holding ``..``,
@@ -38,7 +38,7 @@ from typing import Any, Protocol
 from helmproc.engine.errors import ConfigError, RunConversionError, SourceError
 from helmproc.engine.facts import RunRef
 from helmproc.engine.safe_paths import name_problem, unsafe_part
-from helmproc.engine.sources.filters import FilteredSource, RunFilters, SpecFacts, local_spec_facts
+from helmproc.engine.sources.filters import SpecFacts, local_spec_facts
 
 # Directory names HELM writes next to run directories that are not runs.
 NON_RUN_DIRS = frozenset({"eval_cache", "groups"})
@@ -60,7 +60,7 @@ class Source(Protocol):
 
     @property
     def config(self) -> dict[str, Any]:
-        """JSON-able description from which ``source_from_config`` rebuilds this source."""
+        """JSON-able description from which ``registry.source_from_config`` rebuilds it."""
         ...
 
     def discover(self) -> list[RunRef]:
@@ -207,6 +207,15 @@ class DirSource:
             "suite": self.suite,
         }
 
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> DirSource:
+        return cls(
+            config["root"],
+            project=config.get("project"),
+            release=config.get("release"),
+            suite=config.get("suite"),
+        )
+
     # -- discovery -----------------------------------------------------------------------
     def discover(self) -> list[RunRef]:
         if self.release is not None:
@@ -286,7 +295,7 @@ class DirSource:
         return run_dir
 
     def spec_facts(self, refs: Sequence[RunRef]) -> dict[RunRef, SpecFacts | None]:
-        """Method and model of each run, for the run filters (see ``run_filters``)."""
+        """Method and model of each run, for the run filters (see ``filters``)."""
         return local_spec_facts(self.root, refs)
 
 
@@ -347,25 +356,3 @@ def run_name_from_spec(run_dir: Path) -> str | None:
     except (OSError, ValueError, AttributeError):
         return None
     return name if isinstance(name, str) and name else None
-
-
-def source_from_config(config: dict[str, Any]) -> Source:
-    """Rebuild a source from its recorded config (in a worker, or on resume)."""
-    if config.get("filters") is not None:
-        inner = source_from_config({k: v for k, v in config.items() if k != "filters"})
-        return FilteredSource(inner, RunFilters.from_json(config["filters"]))
-    kind = config.get("kind")
-    if kind == "http":
-        from helmproc.engine.sources.bucket import HttpSource  # imports this module
-
-        return HttpSource.from_config(config)
-    if kind == MultiSource.kind:
-        return MultiSource([source_from_config(part) for part in config["parts"]])
-    if kind == DirSource.kind:
-        return DirSource(
-            config["root"],
-            project=config.get("project"),
-            release=config.get("release"),
-            suite=config.get("suite"),
-        )
-    raise ConfigError(f"unknown source kind {kind!r} in job config")

@@ -24,15 +24,15 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from helmproc.engine.job.coordinator import ExecOptions
-from helmproc.engine.job.plan import TABLES
+from helmproc.engine.dataset_layout import TABLES
+from helmproc.engine.job.options import ExecOptions
 from helmproc.engine.job.start import execute_job, start_job
 from helmproc.engine.publish.folder import DirPublisher
 from helmproc.engine.sources.bucket import HttpSource
 from helmproc.engine.sources.folder import DirSource, Source
 from helmproc.engine.sources.http_client import ClientSettings
-from helmproc.journal.status import MAX_RUNS_PER_REASON, RunFailure, StatusReport, render_text
-from helmproc.journal.store import ChunkState
+from helmproc.journal import ChunkState, StatusReport, render_text
+from helmproc.journal.status import MAX_RUNS_PER_REASON, RunFailure
 from tests.fakes.bucket_server import BucketServer
 from tests.fakes.jobkit import FIXED_EPOCH, FIXTURE
 

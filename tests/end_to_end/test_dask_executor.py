@@ -14,8 +14,8 @@ import pytest
 from distributed import Client, LocalCluster
 
 from helmproc.engine.errors import ConfigError
-from helmproc.engine.job.coordinator import ExecOptions
 from helmproc.engine.job.executors import DaskExecutor, parse_executor
+from helmproc.engine.job.options import ExecOptions
 from helmproc.engine.job.start import execute_job, start_job
 from helmproc.engine.publish.folder import DirPublisher
 from helmproc.engine.sources.folder import DirSource

@@ -17,12 +17,12 @@ import pytest
 
 from helmproc.engine.chunks import shards
 from helmproc.engine.errors import DiskFullError
-from helmproc.engine.job.coordinator import ExecOptions
 from helmproc.engine.job.executors import LocalExecutor
+from helmproc.engine.job.options import ExecOptions
 from helmproc.engine.job.start import StartedJob, execute_job, start_job
 from helmproc.engine.publish.folder import DirPublisher
 from helmproc.engine.sources.bucket import HttpSource
-from helmproc.journal.store import Journal
+from helmproc.journal import Journal
 from tests.fakes.bucket_server import BucketServer
 from tests.fakes.jobkit import (
     FIXED_EPOCH,

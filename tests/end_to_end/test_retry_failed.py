@@ -22,11 +22,12 @@ from typing import Any
 import pytest
 
 from helmproc.engine.chunks.worker import ChunkSpec, w_process_chunk
-from helmproc.engine.facts import RunOutcome, RunRef
-from helmproc.engine.job.coordinator import ExecOptions
+from helmproc.engine.errors import IllegalTransitionError
+from helmproc.engine.facts import ChunkPlan, RunOutcome, RunRef
 from helmproc.engine.job.executors import make_executor
+from helmproc.engine.job.options import ExecOptions
 from helmproc.engine.job.start import StartedJob, execute_job
-from helmproc.journal.store import ChunkPlan, ChunkState, IllegalTransitionError, Journal
+from helmproc.journal import ChunkState, Journal
 from tests.fakes.jobkit import FIXED_EPOCH, FIXTURE, coordinator, folder_digest, run_to_end, start
 
 HELMPROC = [sys.executable, "-m", "helmproc.cli"]

@@ -46,11 +46,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from helmproc.engine.chunks.worker import pid_file
+from helmproc.engine.chunks.pid_files import pid_file
+from helmproc.engine.dataset_layout import TABLES, shard_path
 from helmproc.engine.errors import HelmprocError, RunConversionError
 from helmproc.engine.facts import RunRef
-from helmproc.engine.job.coordinator import ExecOptions
-from helmproc.engine.job.plan import TABLES, shard_path
+from helmproc.engine.job.options import ExecOptions
 from helmproc.engine.job.progress import LogProgress
 from helmproc.engine.job.start import execute_job, start_job
 from helmproc.engine.publish.folder import DirPublisher
@@ -66,7 +66,7 @@ from helmproc.engine.sources.bucket import HttpSource
 from helmproc.engine.sources.filters import FilteredSource, RunFilters
 from helmproc.engine.sources.folder import DirSource, Source, check_location
 from helmproc.engine.sources.http_client import ClientSettings
-from helmproc.journal.store import Journal
+from helmproc.journal import Journal
 from tests.fakes.bucket_server import BucketServer
 from tests.fakes.fake_hub import FAKE_TOKEN, FakeHub, fake_hub_fixture, hub_env_fixture  # noqa: F401  (fixtures)
 from tests.fakes.jobkit import FIXED_EPOCH, FIXTURE, reference_job

@@ -11,11 +11,12 @@ from typing import Any
 
 import pytest
 
-from helmproc.engine.job.coordinator import Coordinator, ExecOptions
+from helmproc.engine.job.coordinator import Coordinator
+from helmproc.engine.job.options import ExecOptions
 from helmproc.engine.job.start import StartedJob, execute_job, start_job
 from helmproc.engine.publish.folder import DirPublisher
 from helmproc.engine.sources.folder import DirSource
-from helmproc.journal.status import StatusReport
+from helmproc.journal import StatusReport
 
 FIXTURE = Path(__file__).resolve().parents[1] / "data" / "benchmark_output"
 FIXED_EPOCH = "1790000000"

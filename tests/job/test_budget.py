@@ -10,7 +10,7 @@ import pytest
 
 from helmproc.engine.errors import ConfigError
 from helmproc.engine.job.budget import Budget, TreeMeter, TreeSample, parse_size
-from helmproc.engine.job.coordinator import ExecOptions
+from helmproc.engine.job.options import ExecOptions
 from helmproc.engine.job.plan import ramp_sizes
 from helmproc.engine.job.start import exec_options, execute_job, start_job
 from helmproc.engine.publish.folder import DirPublisher

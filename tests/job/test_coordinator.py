@@ -18,11 +18,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from helmproc.engine.chunks.worker import w_process_chunk
-from helmproc.engine.job.coordinator import Coordinator, ExecOptions
+from helmproc.engine.job.coordinator import Coordinator
+from helmproc.engine.job.options import ExecOptions
 from helmproc.engine.job.start import execute_job
 from helmproc.engine.job.workdir import JobPaths
 from helmproc.engine.publish.folder import DirPublisher
-from helmproc.journal.store import ChunkState, Journal
+from helmproc.journal import ChunkState, Journal
 from tests.fakes.jobkit import (
     FIXTURE,
     coordinator,

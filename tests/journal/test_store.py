@@ -25,12 +25,10 @@ from helmproc.engine.errors import (
     JournalLockedError,
     NoJobError,
 )
-from helmproc.engine.facts import RunOutcome, RunRef
+from helmproc.engine.facts import ChunkPlan, RunOutcome, RunRef, ShardFact
 from helmproc.journal import (
-    ChunkPlan,
     ChunkState,
     Journal,
-    ShardFact,
     StatusReport,
     migrations,
     render_text,

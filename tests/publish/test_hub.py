@@ -23,8 +23,10 @@ from pathlib import Path
 import pytest
 
 from helmproc.engine.chunks.worker import w_process_chunk
-from helmproc.engine.job.coordinator import Coordinator, ExecOptions
-from helmproc.engine.job.plan import shard_path
+from helmproc.engine.dataset_layout import shard_path
+from helmproc.engine.facts import ShardFact
+from helmproc.engine.job.coordinator import Coordinator
+from helmproc.engine.job.options import ExecOptions
 from helmproc.engine.job.start import StartedJob, execute_job, start_job
 from helmproc.engine.publish.committer import Committer
 from helmproc.engine.publish.folder import DirPublisher
@@ -38,7 +40,7 @@ from helmproc.engine.publish.hub_failures import (
 )
 from helmproc.engine.publish.pacer import CommitPacer
 from helmproc.engine.sources.folder import DirSource
-from helmproc.journal.store import Journal, ShardFact
+from helmproc.journal import Journal
 from tests.fakes.fake_hub import FAKE_TOKEN, FakeHub, fake_hub_fixture, hub_env_fixture  # noqa: F401  (fixtures)
 from tests.fakes.jobkit import FIXED_EPOCH, FIXTURE
 

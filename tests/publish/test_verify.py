@@ -23,12 +23,14 @@ from typer.testing import CliRunner
 from helmproc.cli.app import app
 from helmproc.cli.verify import verify_journal
 from helmproc.engine.chunks.worker import w_process_chunk
-from helmproc.engine.job.coordinator import Coordinator, ExecOptions
+from helmproc.engine.facts import ShardFact
+from helmproc.engine.job.coordinator import Coordinator
+from helmproc.engine.job.options import ExecOptions
 from helmproc.engine.job.start import start_job
 from helmproc.engine.publish.folder import DirPublisher
 from helmproc.engine.publish.hub import HubPublisher
 from helmproc.engine.sources.folder import DirSource
-from helmproc.journal.store import ChunkState, Journal, ShardFact
+from helmproc.journal import ChunkState, Journal
 from tests.fakes.fake_hub import FAKE_TOKEN, FakeHub, fake_hub_fixture, hub_env_fixture  # noqa: F401  (fixtures)
 from tests.fakes.jobkit import FIXTURE, run_to_end
 

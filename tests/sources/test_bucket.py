@@ -26,13 +26,13 @@ from helmproc.engine.errors import (
     SourceError,
     TransientError,
 )
-from helmproc.engine.job.coordinator import ExecOptions
+from helmproc.engine.job.options import ExecOptions
 from helmproc.engine.job.start import execute_job, start_job
 from helmproc.engine.publish.folder import DirPublisher
 from helmproc.engine.sources import http_client
 from helmproc.engine.sources.bucket import REQUIRED_FILES, HttpSource, quote_name
 from helmproc.engine.sources.filters import FilteredSource, RunFilters
-from helmproc.engine.sources.folder import RUNS_INDEX, DirSource, Source, source_from_config
+from helmproc.engine.sources.folder import RUNS_INDEX, DirSource, Source
 from helmproc.engine.sources.http_client import (
     BodyCheck,
     ClientSettings,
@@ -41,6 +41,7 @@ from helmproc.engine.sources.http_client import (
     parse_retry_after,
     process_session,
 )
+from helmproc.engine.sources.registry import source_from_config
 from tests.convert.test_shapes import encrypt_run
 from tests.fakes.bucket_server import BucketServer
 from tests.fakes.jobkit import FIXED_EPOCH, FIXTURE, folder_digest

@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 
 from helmproc.engine.errors import ConfigError
-from helmproc.engine.job.coordinator import ExecOptions
+from helmproc.engine.job.options import ExecOptions
 from helmproc.engine.job.start import execute_job, start_job
 from helmproc.engine.publish.folder import DirPublisher
 from helmproc.engine.sources import filters as run_filters
 from helmproc.engine.sources.filters import FilteredSource, RunFilters, SpecFacts
-from helmproc.engine.sources.folder import DirSource, MultiSource, source_from_config
+from helmproc.engine.sources.folder import DirSource, MultiSource
+from helmproc.engine.sources.registry import source_from_config
 from tests.fakes.jobkit import FIXTURE
 
 RELEASE_RUNS = sorted(json.loads((FIXTURE / "releases/v1.1.0/runs_to_run_suites.json").read_text()))

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from helmproc.engine.errors import ConfigError, RunConversionError, SourceError
-from helmproc.engine.sources.folder import DirSource, newest_release, source_from_config
+from helmproc.engine.sources.folder import DirSource, newest_release
+from helmproc.engine.sources.registry import source_from_config
 
 FIXTURE = Path(__file__).resolve().parents[1] / "data" / "benchmark_output"
 

@@ -16,9 +16,9 @@ whichever state the rows end up needing.
 
 Both files are read one of two ways, chosen per file by the caller:
 
-- **whole** (:class:`InMemoryStates`): ``helm_json.load_json`` decodes the file in one
+- **whole** (:class:`InMemoryStates`): ``helm.run_files.load_json`` decodes the file in one
   msgspec call, the fastest way for files that fit in memory comfortably;
-- **streamed** (:class:`StreamedStates`): ``helm_stream`` cuts the array's elements out of the
+- **streamed** (:class:`StreamedStates`): ``helm.array_stream`` cuts the array's elements out of the
   file block by block and each is decoded on its own; the index keeps only (offset, length)
   per state and :meth:`RequestStates.reader` reads back, with ``pread``, only the states rows
   use, in the order rows need them. Memory is then the index and the reduced entries, not the
