@@ -68,6 +68,7 @@ sys.path.insert(0, str(BENCH))
 
 import corpus  # noqa: E402 - bench/corpus.py
 import peer_convert  # noqa: E402 - bench/peer_convert.py
+import reader_bench  # noqa: E402 - bench/reader_bench.py
 
 from tests.fakes.bucket_server import BucketServer  # noqa: E402 - tests/bucket_server.py
 
@@ -663,6 +664,18 @@ def main_bench(args: argparse.Namespace) -> None:
         )
         ratios["peak_rss_max"] = worst
 
+    if "reader" in parts and dataset.is_dir():
+        say("reader: export-eee, then DuckDB and Polars on both")
+        reader = reader_bench.bench(dataset, OUT / "work" / "export", args.reader_repeat)
+        report["reader"] = reader
+        verdicts += reader_bench.summary(reader)
+        worst = min(e["speedup"] for e in reader["queries"].values())
+        ratios["reader_vs_jsonl_min"] = worst
+        goal = TARGETS["reader_vs_jsonl"]
+        verdicts.append(f"  reader               slowest speedup over the same engine on JSONL:"
+                        f" {worst:.1f}x (target >= {goal:g}x): {verdict(worst >= goal)}")
+        shutil.rmtree(OUT / "work" / "export", ignore_errors=True)
+
     if "peer" in parts:
         sample = peer_sample(main, args.peer_instances)
         sample_instances = sum(r.n_instances for r in sample)
@@ -841,6 +854,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--parts", default=",".join(PARTS), help=f"what to measure (of {','.join(PARTS)})"
     )
+    parser.add_argument("--reader-repeat", type=int, default=3, help="runs of each query")
     parser.add_argument("--peer-instances", type=int, default=10_000, help="peer sample size")
     parser.add_argument("--flat-small", type=int, default=500)
     parser.add_argument("--flat-large", type=int, default=5000)
