@@ -7,6 +7,7 @@ exception text, which never contains a token (publishers strip credentials befor
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from helmproc.engine.errors import (
@@ -22,8 +23,6 @@ from helmproc.engine.errors import (
     SourceError,
     TransientError,
 )
-from helmproc.engine.export.writer import DatasetError, DatasetNotFoundError, ExportIOError
-from helmproc.engine.publish.hub_failures import HubAuthError, HubUnavailableError
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -39,66 +38,81 @@ class ErrorRow:
     exit_code: int = EXIT_ERROR
 
 
-ERROR_TABLE: tuple[ErrorRow, ...] = (
-    ErrorRow(
-        JournalLockedError, "journal in use", "wait for the other helmproc to finish, or stop it"
-    ),
-    ErrorRow(NoJobError, "no job found", "start one with `helmproc run`, or pass --journal PATH"),
-    ErrorRow(
-        IllegalTransitionError,
-        "journal refused a state change",
-        "this is a bug; `helmproc status` shows the recorded state",
-    ),
-    ErrorRow(
-        BadJournalFileError,
-        "journal unreadable",
-        "check that --journal names the job's journal.sqlite, or restore it from a backup; "
-        "moving it aside and running the same `helmproc run` starts the job over",
-    ),
-    ErrorRow(JournalError, "journal error", "`helmproc status` shows what the journal holds"),
-    ErrorRow(ConfigError, "invalid configuration", "see `helmproc run --help`", EXIT_USAGE),
-    ErrorRow(SourceError, "cannot read the source", "check the --source / --release / --suite"),
-    ErrorRow(
-        HubAuthError,
-        "the Hugging Face Hub refused the credentials",
-        "set HF_TOKEN to a write token (or `hf auth login`), then `helmproc resume`",
-    ),
-    ErrorRow(
-        HubUnavailableError,
-        "the Hugging Face Hub is unavailable or rate limiting",
-        "`helmproc resume` continues later; commits that landed are not sent again",
-    ),
-    ErrorRow(
-        DatasetNotFoundError,
-        "no dataset folder",
-        "pass --from the folder `helmproc run --to` wrote",
-        EXIT_USAGE,
-    ),
-    ErrorRow(
-        DatasetError,
-        "not a helmproc dataset",
-        "write one with `helmproc run --source DIR --to DIR`",
-    ),
-    ErrorRow(
-        ExportIOError,
-        "export-eee could not read or write",
-        "fix the cause, then run the same `helmproc export-eee`: it rewrites the same files",
-    ),
-    ErrorRow(
-        DiskFullError,
-        "out of disk space",
-        "free space (or lower --disk-budget), then `helmproc resume`",
-    ),
-    ErrorRow(PublishError, "publishing failed", "fix the destination, then `helmproc resume`"),
-    ErrorRow(TransientError, "temporary failure", "`helmproc resume` continues where this stopped"),
-    ErrorRow(HelmprocError, "error", "`helmproc status` shows the job's state"),
-    ErrorRow(OSError, "system error", "fix the cause, then `helmproc resume` continues the job"),
-)
+@functools.cache
+def error_table() -> tuple[ErrorRow, ...]:
+    """The table, built on first use: the export writer (pyarrow.compute) and the Hub errors
+    (requests) are imported only when an error is described, not at every start-up."""
+    from helmproc.engine.export.writer import DatasetError, DatasetNotFoundError, ExportIOError
+    from helmproc.engine.publish.hub_failures import HubAuthError, HubUnavailableError
+
+    return (
+        ErrorRow(
+            JournalLockedError,
+            "journal in use",
+            "wait for the other helmproc to finish, or stop it",
+        ),
+        ErrorRow(
+            NoJobError, "no job found", "start one with `helmproc run`, or pass --journal PATH"
+        ),
+        ErrorRow(
+            IllegalTransitionError,
+            "journal refused a state change",
+            "this is a bug; `helmproc status` shows the recorded state",
+        ),
+        ErrorRow(
+            BadJournalFileError,
+            "journal unreadable",
+            "check that --journal names the job's journal.sqlite, or restore it from a backup; "
+            "moving it aside and running the same `helmproc run` starts the job over",
+        ),
+        ErrorRow(JournalError, "journal error", "`helmproc status` shows what the journal holds"),
+        ErrorRow(ConfigError, "invalid configuration", "see `helmproc run --help`", EXIT_USAGE),
+        ErrorRow(SourceError, "cannot read the source", "check the --source / --release / --suite"),
+        ErrorRow(
+            HubAuthError,
+            "the Hugging Face Hub refused the credentials",
+            "set HF_TOKEN to a write token (or `hf auth login`), then `helmproc resume`",
+        ),
+        ErrorRow(
+            HubUnavailableError,
+            "the Hugging Face Hub is unavailable or rate limiting",
+            "`helmproc resume` continues later; commits that landed are not sent again",
+        ),
+        ErrorRow(
+            DatasetNotFoundError,
+            "no dataset folder",
+            "pass --from the folder `helmproc run --to` wrote",
+            EXIT_USAGE,
+        ),
+        ErrorRow(
+            DatasetError,
+            "not a helmproc dataset",
+            "write one with `helmproc run --source DIR --to DIR`",
+        ),
+        ErrorRow(
+            ExportIOError,
+            "export-eee could not read or write",
+            "fix the cause, then run the same `helmproc export-eee`: it rewrites the same files",
+        ),
+        ErrorRow(
+            DiskFullError,
+            "out of disk space",
+            "free space (or lower --disk-budget), then `helmproc resume`",
+        ),
+        ErrorRow(PublishError, "publishing failed", "fix the destination, then `helmproc resume`"),
+        ErrorRow(
+            TransientError, "temporary failure", "`helmproc resume` continues where this stopped"
+        ),
+        ErrorRow(HelmprocError, "error", "`helmproc status` shows the job's state"),
+        ErrorRow(
+            OSError, "system error", "fix the cause, then `helmproc resume` continues the job"
+        ),
+    )
 
 
 def describe(exc: BaseException) -> tuple[str, int] | None:
     """The user-facing message and exit code for ``exc``, or None if it is not ours to explain."""
-    for row in ERROR_TABLE:
+    for row in error_table():
         if isinstance(exc, row.exc_type):
             return f"helmproc: {row.title}: {exc}\n  next: {row.hint}", row.exit_code
     return None

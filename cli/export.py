@@ -13,11 +13,12 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from helmproc.engine.export.writer import ExportReport, export_eee
+if TYPE_CHECKING:  # the writer (pyarrow.compute) is imported when exporting, not at start-up
+    from helmproc.engine.export.writer import ExportReport
 
 PROGRESS_EVERY_RUNS = 500
 
@@ -43,9 +44,7 @@ def render_summary(report: ExportReport) -> str:
         f"{data['results']} aggregate results, {data['samples_rows']} sample rows; "
         f"skipped {data['runs_skipped']} runs"
     ]
-    lines += [
-        f"  skipped {s.run} ({s.n_rows} instance rows): {s.reason}" for s in report.skipped
-    ]
+    lines += [f"  skipped {s.run} ({s.n_rows} instance rows): {s.reason}" for s in report.skipped]
     return "\n".join(lines)
 
 
@@ -60,6 +59,8 @@ def export_eee_command(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Write the dataset as Every Eval Ever 0.3.0 records (aggregate JSON + samples JSONL)."""
+    from helmproc.engine.export.writer import export_eee
+
     report = export_eee(source, to, on_run=_progress(quiet))
     if as_json:
         print(json.dumps(report.to_json(), indent=2, sort_keys=True))

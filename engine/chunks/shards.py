@@ -21,14 +21,18 @@ import functools
 import hashlib
 import os
 from pathlib import Path
-
-import psutil
-import pyarrow as pa
-import pyarrow.parquet as pq
+from typing import TYPE_CHECKING
 
 from helmproc.engine.durable import fsync_dir
 from helmproc.engine.errors import disk_full_as_error
 from helmproc.engine.facts import ShardFact
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+# pyarrow (with numpy) and psutil are imported where they are used: the coordinator and the
+# publishers import this module for its file helpers, and a job with nothing to convert never
+# needs them (worker processes have them preloaded).
 
 COMPRESSION = "zstd"
 COMPRESSION_LEVEL = 3
@@ -50,6 +54,9 @@ TEMP_MARK = ".tmp-"
 @functools.lru_cache(maxsize=16)
 def statistics_columns(schema: pa.Schema) -> list[str]:
     """The schema's Parquet leaf column paths that get statistics (all but ``NO_STATISTICS``)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     buffer = pa.BufferOutputStream()
     pq.write_table(schema.empty_table(), buffer)
     leaves = pq.ParquetFile(pa.BufferReader(buffer.getvalue())).schema
@@ -80,6 +87,8 @@ class ShardWriter:
         self.final = root / rel_path
         self.final.parent.mkdir(parents=True, exist_ok=True)
         self.temp = self.final.with_name(f"{self.final.name}{TEMP_MARK}{os.getpid()}")
+        import pyarrow.parquet as pq
+
         with disk_full_as_error(self.temp):
             self._writer = pq.ParquetWriter(
                 self.temp,
@@ -107,6 +116,8 @@ class ShardWriter:
 
     def _flush(self) -> None:
         if self._pending:
+            import pyarrow as pa
+
             pending, self._pending, self._pending_bytes = self._pending, [], 0
             self._write(pending[0] if len(pending) == 1 else pa.concat_tables(pending))
 
@@ -166,6 +177,8 @@ def shard_matches(root: Path, fact: ShardFact) -> bool:
 
 def parquet_row_count(path: Path) -> int:
     """Rows of a Parquet file from its footer, without reading data pages."""
+    import pyarrow.parquet as pq
+
     return pq.ParquetFile(path).metadata.num_rows
 
 
@@ -175,6 +188,8 @@ def remove_orphan_temp_files(folder: Path) -> int:
     For folders other jobs may write to at the same time (a dataset destination, an export
     folder): a temp file of a live process is a write in flight and stays. Returns how many.
     """
+    import psutil
+
     n = 0
     for path in folder.glob(f"*{TEMP_MARK}*"):
         suffix = path.name.rsplit(TEMP_MARK, 1)[-1]

@@ -25,26 +25,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from helmproc.engine.chunks.pid_files import announced
-from helmproc.engine.chunks.shards import ShardWriter
-from helmproc.engine.chunks.spool import StagedInstances
-from helmproc.engine.convert import instance_rows
-from helmproc.engine.convert.converter import convert_run
-from helmproc.engine.convert.schemas import (
-    EVALUATIONS_SCHEMA,
-    INSTANCES_SCHEMA,
-    RUNS_SCHEMA,
-    RunRow,
-    runs_table,
-)
 from helmproc.engine.dataset_layout import shard_path
 from helmproc.engine.errors import RunConversionError
 from helmproc.engine.facts import RunOutcome, RunRef, ShardFact
 from helmproc.engine.sources.folder import Source
-from helmproc.engine.sources.prefetch import Prefetcher
 from helmproc.engine.sources.registry import source_from_config
+
+# What converting and writing needs (pyarrow, msgspec, the converter) is imported by
+# ``_process``, not here: the coordinator imports this module for ChunkSpec/ChunkResult and
+# must not pay for the converter at start-up. Worker processes get these modules preloaded
+# in the forkserver (``executors.make_pool``), so the imports cost nothing per chunk.
+CONVERTER_MODULES = (
+    "helmproc.engine.chunks.shards",
+    "helmproc.engine.chunks.spool",
+    "helmproc.engine.convert.converter",
+    "helmproc.engine.convert.schemas",
+    "helmproc.engine.sources.prefetch",
+    "psutil",
+    "pyarrow.parquet",
+)
 
 # Exceptions raised by converter code on input it did not foresee: the run fails, the chunk
 # goes on. Anything else (OSError, MemoryError, ...) is the machine's fault and fails the chunk.
@@ -144,6 +144,21 @@ def _source_for(spec: ChunkSpec) -> Source:
 
 
 def _process(spec: ChunkSpec) -> ChunkResult:
+    import psutil
+
+    from helmproc.engine.chunks.shards import ShardWriter
+    from helmproc.engine.chunks.spool import StagedInstances
+    from helmproc.engine.convert import instance_rows
+    from helmproc.engine.convert.converter import convert_run
+    from helmproc.engine.convert.schemas import (
+        EVALUATIONS_SCHEMA,
+        INSTANCES_SCHEMA,
+        RUNS_SCHEMA,
+        RunRow,
+        runs_table,
+    )
+    from helmproc.engine.sources.prefetch import Prefetcher
+
     baseline = psutil.Process().memory_info().rss
     largest_run = 0
     skip = dict(spec.skip_reasons)

@@ -19,10 +19,13 @@ Both files are read one of two ways, chosen per file by the caller:
 - **whole** (:class:`InMemoryStates`): ``helm.run_files.load_json`` decodes the file in one
   msgspec call, the fastest way for files that fit in memory comfortably;
 - **streamed** (:class:`StreamedStates`): ``helm.array_stream`` cuts the array's elements out of the
-  file block by block and each is decoded on its own; the index keeps only (offset, length)
-  per state and :meth:`RequestStates.reader` reads back, with ``pread``, only the states rows
-  use, in the order rows need them. Memory is then the index and the reduced entries, not the
-  file.
+  file block by block and each is decoded on its own. The decoded states themselves are kept
+  as handles while their texts add up to at most ``KEEP_DECODED_BYTES`` (64 MiB) per run; past
+  that the index keeps only (offset, length) per state and :meth:`RequestStates.reader` reads
+  back, with ``pread``, only the states rows use, in the order rows need them. Memory is then
+  the index, the reduced entries and at most that much text, not the file. (A decoded state
+  holds no per-token lists, so a generation-heavy file of 1 GB keeps most of its states in a
+  few tens of MB: it is decoded once instead of twice.)
 
 Both give the same index and the same errors (paths in messages are from the element on in
 the streamed case, e.g. ``$.request_states[7].instance``). Nothing is written; nothing
@@ -53,6 +56,7 @@ from helmproc.engine.helm.run_files import (
     Stat,
     decode_json,
     load_json,
+    text_of,
 )
 from helmproc.engine.helm.stat_values import finite, finite_int, perturbation_name, stat_value
 
@@ -76,6 +80,9 @@ EntryKey = tuple[str, str | None, int]
 ORIGINAL_REQUEST_MODE = "original"
 PREDICTED_INDEX_STAT = "predicted_index"
 REQUEST_STATES_KEY = "request_states"
+# Streamed scenario_state.json: decoded states kept (not re-read) up to this many text bytes.
+KEEP_DECODED_BYTES = 64 << 20
+DECODED_STATE_OVERHEAD = 2048  # structs, small strings, list and dict slots of one state
 
 H = TypeVar("H")
 
@@ -319,21 +326,38 @@ class InMemoryStates(RequestStates[RequestState]):
 
 
 @dataclass
-class StreamedStates(RequestStates[Span]):
-    """``scenario_state.json`` indexed by element spans; states are read back on demand."""
+class StreamedStates(RequestStates["Span | RequestState"]):
+    """``scenario_state.json`` indexed by decoded states up to a byte budget, then by element
+    spans read back on demand."""
 
     path: Path = Path()
 
     @contextmanager
-    def reader(self) -> Iterator[Callable[[Span], RequestState]]:
+    def reader(self) -> Iterator[Callable[[Span | RequestState], RequestState]]:
         with open(self.path, "rb") as fh:
 
-            def load(span: Span) -> RequestState:
+            def load(span: Span | RequestState) -> RequestState:
+                if not isinstance(span, Span):
+                    return span  # kept decoded
                 data = read_span(fh, span.offset, span.length)
                 at = f"$.{REQUEST_STATES_KEY}[{span.position}]"
                 return decode_json(data, RequestState, SCENARIO_STATE_FILE, at)
 
             yield load
+
+
+def _decoded_bytes(state: RequestState, element_bytes: int) -> int:
+    """About what a decoded state holds: its texts plus a fixed overhead; the whole element's
+    size when it carries free-form JSON (annotations, chat messages) of unknown size."""
+    if state.annotations is not None or state.request.messages is not None:
+        return element_bytes
+    result = state.result
+    n = DECODED_STATE_OVERHEAD + len(state.request.prompt)
+    if result is not None:
+        n += sum(len(c.text) for c in result.completions)
+    for reference in state.instance.references:
+        n += len(text_of(reference.output))
+    return n
 
 
 def read_states(path: Path, *, stream: bool) -> RequestStates[Any]:
@@ -345,10 +369,13 @@ def read_states(path: Path, *, stream: bool) -> RequestStates[Any]:
         memory.finish()
         return memory
     streamed = StreamedStates(path=path)
+    keep_left = KEEP_DECODED_BYTES
     elements = iter_array_elements(path, REQUEST_STATES_KEY)
     for index, (offset, data) in enumerate(elements):
         at = f"$.{REQUEST_STATES_KEY}[{index}]"
         state = decode_json(data, RequestState, SCENARIO_STATE_FILE, at)
-        streamed.add(state, Span(offset, len(data), index))
+        size = _decoded_bytes(state, len(data)) if keep_left > 0 else 0
+        keep_left -= size
+        streamed.add(state, state if size and keep_left >= 0 else Span(offset, len(data), index))
     streamed.finish()
     return streamed

@@ -29,7 +29,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from helmproc.engine.chunks.shards import write_bytes_durably
-from helmproc.engine.chunks.worker import ChunkResult, ChunkSpec, w_process_chunk
+from helmproc.engine.chunks.worker import (
+    CONVERTER_MODULES,
+    ChunkResult,
+    ChunkSpec,
+    w_process_chunk,
+)
 from helmproc.engine.errors import ConfigError, PublishError
 from helmproc.engine.job.interrupts import ignore_sigint
 
@@ -59,7 +64,7 @@ class ChunkExecutor(Protocol):
 
 def make_pool(max_workers: int) -> ProcessPoolExecutor:
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["helmproc.engine.chunks.worker"])
+    ctx.set_forkserver_preload(["helmproc.engine.chunks.worker", *CONVERTER_MODULES])
     return ProcessPoolExecutor(max_workers=max_workers, mp_context=ctx, initializer=ignore_sigint)
 
 

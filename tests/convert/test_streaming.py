@@ -32,6 +32,7 @@ from helmproc.engine.convert.converter import ConvertedRun, convert_run
 from helmproc.engine.errors import DiskFullError, RunConversionError
 from helmproc.engine.facts import RunRef
 from helmproc.engine.helm import array_stream as helm_stream
+from helmproc.engine.helm import run_index
 from helmproc.engine.helm.array_stream import iter_array_elements
 from tests.convert.test_converter import (
     FIXTURE_ROOT,
@@ -72,6 +73,13 @@ def convert(run_dir: Path, stream: bool, batch_bytes: int | None = None) -> Conv
 def small_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Read blocks far smaller than an element, so elements always span blocks."""
     monkeypatch.setattr(helm_stream, "BLOCK_BYTES", 1000)
+
+
+@pytest.fixture(autouse=True)
+def reread_streamed_states(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Streamed states are read back from the file, not kept decoded: the path every test here
+    checks (keeping them is what ``test_kept_states_*`` below checks)."""
+    monkeypatch.setattr(run_index, "KEEP_DECODED_BYTES", 0)
 
 
 @pytest.fixture(scope="module")
@@ -127,6 +135,39 @@ def test_generated_large_run_streams_to_the_same_tables(
     rows = whole.instances.to_pylist()
     assert {row_key(r): r["evaluation"]["score"] for r in rows} == expected_rows(run_dir)
     assert {r["evaluation"]["score"] for r in rows} == {0.0, 0.5, 1.0}
+
+
+def _state_spans(run_dir: Path) -> int:
+    return sum(1 for _ in iter_array_elements(run_dir / "scenario_state.json", "request_states"))
+
+
+@pytest.mark.parametrize("keep", ["none", "some", "all"])
+def test_kept_states_give_the_same_tables_as_states_read_again(
+    large_run: Path, monkeypatch: pytest.MonkeyPatch, keep: str
+) -> None:
+    """Streamed states decoded once and kept (up to KEEP_DECODED_BYTES), read back from the
+    file past it, or a mix: the same tables as the whole-file path, and every state not kept
+    is read back exactly once."""
+    budget = {"none": 0, "some": 200_000, "all": 1 << 40}[keep]
+    monkeypatch.setattr(run_index, "KEEP_DECODED_BYTES", budget)
+    reads: list[int] = []
+    real_read_span = run_index.read_span
+
+    def counting(fh: Any, offset: int, length: int) -> bytes:
+        reads.append(offset)
+        return real_read_span(fh, offset, length)
+
+    monkeypatch.setattr(run_index, "read_span", counting)
+    streamed = convert(large_run, True, batch_bytes=256 << 10)
+    assert_same_run(streamed, convert(large_run, False))
+    n_states = _state_spans(large_run)
+    assert len(reads) == len(set(reads))
+    if keep == "none":
+        assert len(reads) == n_states
+    elif keep == "some":
+        assert 0 < len(reads) < n_states
+    else:
+        assert reads == []
 
 
 def test_batches_do_not_depend_on_the_path(large_run: Path) -> None:
