@@ -271,8 +271,8 @@ def _floor_chunk(job: tuple[dict[str, Any], tuple[Any, ...], str, str]) -> tuple
     ``mode`` says; nothing is built or written. (runs, bytes fetched)."""
     config, refs, scratch_root, mode = job
     from helmproc.engine.chunks.worker import run_input_bytes
-    from helmproc.engine.sources.folder import source_from_config
     from helmproc.engine.sources.prefetch import Prefetcher
+    from helmproc.engine.sources.registry import source_from_config
 
     source = source_from_config(config)
     scratch = Path(scratch_root) / f"floor-{os.getpid()}"

@@ -28,11 +28,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from helmproc.engine.chunks.worker import ChunkSpec, w_process_chunk
+from helmproc.engine.convert import run_index
 from helmproc.engine.convert.converter import ConvertedRun, convert_run
 from helmproc.engine.errors import DiskFullError, RunConversionError
 from helmproc.engine.facts import RunRef
 from helmproc.engine.helm import array_stream as helm_stream
-from helmproc.engine.helm import run_index
 from helmproc.engine.helm.array_stream import iter_array_elements
 from tests.convert.test_converter import (
     FIXTURE_ROOT,
