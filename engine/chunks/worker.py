@@ -29,6 +29,7 @@ from helmproc.engine.chunks.pid_files import announced
 from helmproc.engine.dataset_layout import shard_path
 from helmproc.engine.errors import RunConversionError
 from helmproc.engine.facts import RunOutcome, RunRef, ShardFact
+from helmproc.engine.input_files import read_limit
 from helmproc.engine.sources.folder import Source
 from helmproc.engine.sources.registry import source_from_config
 
@@ -48,7 +49,17 @@ CONVERTER_MODULES = (
 
 # Exceptions raised by converter code on input it did not foresee: the run fails, the chunk
 # goes on. Anything else (OSError, MemoryError, ...) is the machine's fault and fails the chunk.
-RUN_LEVEL_ERRORS = (KeyError, ValueError, TypeError, IndexError, AttributeError, UnicodeError)
+# RecursionError: input nested past the parsers' limit that a reader did not name (the readers
+# turn it into a RunConversionError naming the file; this is the net under them).
+RUN_LEVEL_ERRORS = (
+    KeyError,
+    ValueError,
+    TypeError,
+    IndexError,
+    AttributeError,
+    UnicodeError,
+    RecursionError,
+)
 
 
 @dataclass(frozen=True)
@@ -104,7 +115,7 @@ def w_process_chunk(spec: ChunkSpec) -> ChunkResult:
         if spec.pid_dir
         else contextlib.nullcontext()
     )
-    with announcing, gc_paused():
+    with announcing, gc_paused(), read_limit(spec.max_file_bytes):
         return _process(spec)
 
 

@@ -73,6 +73,7 @@ from helmproc.engine.helm.run_files import (
     Stat,
     load_json,
 )
+from helmproc.engine.input_files import check_regular
 
 __all__ = ["STREAM_THRESHOLD_BYTES", "ConvertedRun", "convert_run"]
 
@@ -112,7 +113,7 @@ class ConvertedRun:
 
 def _is_large(path: Path, threshold: int) -> bool:
     try:
-        return path.stat().st_size > threshold
+        return check_regular(path) > threshold
     except FileNotFoundError:
         raise RunConversionError(path.name, "missing") from None
     except OSError as exc:

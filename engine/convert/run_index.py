@@ -59,6 +59,7 @@ from helmproc.engine.helm.run_files import (
     text_of,
 )
 from helmproc.engine.helm.stat_values import finite, finite_int, perturbation_name, stat_value
+from helmproc.engine.input_files import open_input
 
 __all__ = [
     "CoreId",
@@ -334,7 +335,7 @@ class StreamedStates(RequestStates["Span | RequestState"]):
 
     @contextmanager
     def reader(self) -> Iterator[Callable[[Span | RequestState], RequestState]]:
-        with open(self.path, "rb") as fh:
+        with open_input(self.path) as fh:
 
             def load(span: Span | RequestState) -> RequestState:
                 if not isinstance(span, Span):

@@ -41,6 +41,7 @@ from typing import BinaryIO, NoReturn
 import msgspec
 
 from helmproc.engine.errors import RunConversionError
+from helmproc.engine.input_files import InputFile, open_input
 
 __all__ = ["BLOCK_BYTES", "iter_array_elements", "read_span"]
 
@@ -64,7 +65,7 @@ _OPEN_ARRAY, _CLOSE_ARRAY = ord("["), ord("]")
 _OPENERS = (_OPEN_OBJECT, _OPEN_ARRAY)
 
 
-def read_span(fh: BinaryIO, offset: int, length: int) -> bytes:
+def read_span(fh: BinaryIO | InputFile, offset: int, length: int) -> bytes:
     """The ``length`` bytes at ``offset`` of the open file ``fh`` (an element found before)."""
     data = os.pread(fh.fileno(), length, offset)
     if len(data) != length:
@@ -84,13 +85,7 @@ def iter_array_elements(
     :data:`BLOCK_BYTES` (read at call time).
     """
     name = path.name
-    try:
-        fh = open(path, "rb")
-    except FileNotFoundError:
-        raise RunConversionError(name, "missing") from None
-    except OSError as exc:
-        raise RunConversionError(name, f"unreadable: {exc.strerror or exc}") from None
-    with fh:
+    with open_input(path) as fh:
         reader = _Reader(fh, name, block_bytes or BLOCK_BYTES)
         if key is None:
             reader.expect_value_start(_OPEN_ARRAY, "$")
@@ -177,7 +172,7 @@ class _Reader:
     """A window ``buf`` over the file: ``buf[0]`` is file offset ``base``; ``pos`` is the
     cursor inside ``buf``. Bytes before the cursor are dropped when more is read."""
 
-    def __init__(self, fh: BinaryIO, name: str, block_bytes: int) -> None:
+    def __init__(self, fh: BinaryIO | InputFile, name: str, block_bytes: int) -> None:
         self.fh = fh
         self.name = name
         self.block_bytes = block_bytes
@@ -265,7 +260,7 @@ class _Reader:
                 end = found.end()
                 try:
                     _SKIPPER.decode(memoryview(self.buf)[self.pos : end])
-                except (msgspec.DecodeError, msgspec.ValidationError):
+                except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
                     return None  # not one JSON object (other layout, or NaN: old stats)
                 return end
             searched = max(self.pos, len(self.buf) - len(marker.pattern) + 1)

@@ -34,6 +34,7 @@ import msgspec
 
 from helmproc.engine.errors import RunConversionError
 from helmproc.engine.helm.run_files import load_json
+from helmproc.engine.input_files import open_input
 
 __all__ = [
     "ENCRYPTION_DATA_FILE",
@@ -57,15 +58,14 @@ def holds_placeholder(path: Path) -> bool:
     the budget watches. A missing file holds none."""
     needle = _PLACEHOLDER_PREFIX.encode()
     tail = b""
-    try:
-        with open(path, "rb") as fh:
-            while block := fh.read(SCAN_BLOCK_BYTES):
-                window = tail + block  # a match may straddle two reads
-                if needle in window:
-                    return True
-                tail = window[-(len(needle) - 1) :]
-    except FileNotFoundError:
+    if not path.exists():
         return False
+    with open_input(path) as fh:
+        while block := fh.read(SCAN_BLOCK_BYTES):
+            window = tail + block  # a match may straddle two reads
+            if needle in window:
+                return True
+            tail = window[-(len(needle) - 1) :]
     return False
 
 

@@ -42,6 +42,7 @@ from typing import Annotated, Any, TypeVar
 import msgspec
 
 from helmproc.engine.errors import RunConversionError
+from helmproc.engine.input_files import read_input
 
 __all__ = [
     "Completion",
@@ -145,11 +146,17 @@ class MetricName(msgspec.Struct, frozen=True, gc=False):
     perturbation: PerturbationDescription | None = None
 
 
+# A stat's count: how many values it aggregates. A negative one (or NaN) cannot come from HELM
+# and would silently drop the stat's rows, so the file fails to decode (the run fails, saying
+# where).
+Count = Annotated[float, msgspec.Meta(ge=0)]
+
+
 class Stat(msgspec.Struct, gc=False):
     """A HELM ``Stat``. ``mean``/``stddev`` are absent when ``count == 0``."""
 
     name: MetricName
-    count: float = 0.0
+    count: Count = 0.0
     sum: float | None = None
     mean: float | None = None
     stddev: float | None = None
@@ -251,9 +258,7 @@ def load_json(path: Path, type_: type[T]) -> T:
     """
     name = path.name
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise RunConversionError(name, "missing") from None
+        data = read_input(path)
     except OSError as exc:
         raise RunConversionError(name, f"unreadable: {exc.strerror or exc}") from None
     if not data.strip():
@@ -271,6 +276,8 @@ def decode_json(data: bytes | memoryview, type_: type[T], file: str, at: str = "
         return _decoder(type_).decode(data)  # type: ignore[no-any-return]
     except msgspec.ValidationError as exc:
         raise RunConversionError(file, f"unexpected shape: {_rebase(str(exc), at)}") from None
+    except RecursionError:
+        raise RunConversionError(file, too_deep(at)) from None
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         first_error = exc
     # Not strict JSON. Lone UTF-16 surrogate escapes become U+FFFD (Arrow cannot store them)
@@ -282,13 +289,24 @@ def decode_json(data: bytes | memoryview, type_: type[T], file: str, at: str = "
         raise RunConversionError(
             file, f"malformed JSON: not valid UTF-8 (byte {exc.start}{where}: {exc.reason})"
         ) from None
-    except (ValueError, RecursionError):
+    except RecursionError:
+        raise RunConversionError(file, too_deep(at)) from None
+    except ValueError:
         where = "" if at == "$" else f" (in {at})"
         raise RunConversionError(file, f"malformed JSON: {first_error}{where}") from None
     try:
         return msgspec.convert(obj, type_)
+    except RecursionError:
+        raise RunConversionError(file, too_deep(at)) from None
     except msgspec.ValidationError as exc:
         raise RunConversionError(file, f"unexpected shape: {_rebase(str(exc), at)}") from None
+
+
+def too_deep(at: str = "$") -> str:
+    """The reason of a file nested deeper than the parsers' recursion limit (no HELM file is
+    nested more than a few levels; 100,000 nested arrays are an attack or a broken writer)."""
+    where = "" if at == "$" else f" (in {at})"
+    return f"malformed JSON: nested too deeply (past the parser's recursion limit){where}"
 
 
 def _rebase(message: str, at: str) -> str:

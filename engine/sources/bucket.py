@@ -44,6 +44,7 @@ from urllib.parse import quote, urlencode, urlsplit
 from helmproc.engine.errors import ConfigError, RunConversionError, SourceError
 from helmproc.engine.facts import RunRef
 from helmproc.engine.helm.decrypt import ENCRYPTION_DATA_FILE, holds_placeholder
+from helmproc.engine.input_files import file_too_large
 from helmproc.engine.safe_paths import unsafe_part
 from helmproc.engine.sources.filters import RUN_SPEC_FILE, RUN_SPECS_INDEX, SpecFacts, facts_by_name
 from helmproc.engine.sources.folder import (
@@ -51,7 +52,6 @@ from helmproc.engine.sources.folder import (
     RUNS_INDEX,
     RunsIndex,
     check_location,
-    file_too_large,
     parse_runs_index,
     version_key,
 )

@@ -26,8 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from helmproc.engine.errors import ConfigError
+from helmproc.engine.errors import ConfigError, RunConversionError
 from helmproc.engine.facts import RunRef
+from helmproc.engine.input_files import outside_root, read_input
 from helmproc.engine.safe_paths import unsafe_part
 
 RUN_SPECS_INDEX = "run_specs.json"
@@ -203,11 +204,11 @@ def local_spec_facts(root: Path, refs: Sequence[RunRef]) -> dict[RunRef, SpecFac
         if ref.release is not None:
             if ref.release not in by_release:
                 by_release[ref.release] = _read_specs_index(
-                    root / "releases" / ref.release / RUN_SPECS_INDEX
+                    root / "releases" / ref.release / RUN_SPECS_INDEX, root
                 )
             facts = by_release[ref.release].get(ref.run_name)
         if facts is None and unsafe_part(ref.location) is None:  # never read outside root
-            facts = _read_spec(root / ref.location / RUN_SPEC_FILE)
+            facts = _read_spec(root / ref.location / RUN_SPEC_FILE, root)
         out[ref] = facts
     return out
 
@@ -222,15 +223,28 @@ def facts_by_name(specs: Any) -> dict[str, SpecFacts | None]:
     return out
 
 
-def _read_specs_index(path: Path) -> dict[str, SpecFacts | None]:
+def _read_specs_index(path: Path, root: Path) -> dict[str, SpecFacts | None]:
+    data = _read_contained(path, root)
     try:
-        return facts_by_name(json.loads(path.read_bytes()))
-    except (OSError, ValueError):
+        return {} if data is None else facts_by_name(json.loads(data))
+    except (ValueError, RecursionError):
         return {}
 
 
-def _read_spec(path: Path) -> SpecFacts | None:
+def _read_spec(path: Path, root: Path) -> SpecFacts | None:
+    data = _read_contained(path, root)
     try:
-        return SpecFacts.from_spec(json.loads(path.read_bytes()))
-    except (OSError, ValueError):
+        return None if data is None else SpecFacts.from_spec(json.loads(data))
+    except (ValueError, RecursionError, AttributeError):
+        return None
+
+
+def _read_contained(path: Path, root: Path) -> bytes | None:
+    """The file's bytes if it is a regular file inside ``root`` (``input_files``), else None:
+    the filters then know nothing of the run, and converting it says what is wrong."""
+    if outside_root(path, root):
+        return None
+    try:
+        return read_input(path)
+    except (OSError, RunConversionError):
         return None

@@ -22,13 +22,18 @@ recorded config. ``registry.py`` rebuilds any of them from its config.
 Bad input that concerns one run fails that run at ``fetch`` (``RunConversionError``), never
 the job: a location that is not a plain relative path (a run name or suite holding ``..``,
 ``/...``; see :func:`check_location`), a run the release index lists under two different
-suites (:func:`parse_runs_index`; the same suite twice is one run), and, with
-``max_file_bytes`` (``--max-file-bytes``), an input file over the limit.
+suites (:func:`parse_runs_index`; the same suite twice is one run), a run folder or input
+file that is a link leading outside the source root, an input file that is not a regular file
+(FIFO, device, socket), and, with ``max_file_bytes`` (``--max-file-bytes``), an input file over
+the limit. Links that stay inside the root are followed (``engine/input_files.py`` says what
+is followed and how reads are bounded). A release index that is not a JSON object of run
+name -> suite (malformed, nested too deeply) is a ``SourceError`` before anything is planned.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,6 +42,7 @@ from typing import Any, Protocol
 
 from helmproc.engine.errors import ConfigError, RunConversionError, SourceError
 from helmproc.engine.facts import RunRef
+from helmproc.engine.input_files import check_regular, file_too_large, outside_root, read_input
 from helmproc.engine.safe_paths import name_problem, unsafe_part
 from helmproc.engine.sources.filters import SpecFacts, local_spec_facts
 
@@ -75,22 +81,26 @@ class Source(Protocol):
         ...
 
 
-def file_too_large(limit: int, size: int | None = None) -> str:
-    """The reason of a run whose input file is over ``--max-file-bytes``."""
-    got = f"{size} bytes" if size is not None else "download stopped"
-    return f"larger than --max-file-bytes ({got} > {limit})"
-
-
-def check_file_sizes(run_dir: Path, max_file_bytes: int | None) -> None:
-    """Fail the run if an input file of ``run_dir`` is over the limit (one stat per file)."""
-    if max_file_bytes is None:
-        return
+def check_run_files(root: Path, run_dir: Path, max_file_bytes: int | None) -> None:
+    """Refuse a run whose folder or input files leave ``root`` through a link, whose input
+    files are not regular files (a FIFO, a device, a socket: checked without opening them),
+    or, with ``max_file_bytes``, whose input file is over the limit (see ``input_files``)."""
+    if outside_root(run_dir, root):
+        raise RunConversionError(
+            run_dir.relative_to(root).as_posix(),
+            "the run folder is a link leading outside the source: not read",
+        )
     for name in RUN_INPUT_FILES:
+        path = run_dir / name
+        if not os.path.lexists(path):
+            continue  # missing: the converter says whether the run needs it
+        if outside_root(path, root):
+            raise RunConversionError(name, "a link leading outside the source: not read")
         try:
-            size = (run_dir / name).stat().st_size
-        except OSError:
-            continue  # missing or unreadable: the converter reports it
-        if size > max_file_bytes:
+            size = check_regular(path)
+        except FileNotFoundError:
+            raise RunConversionError(name, "a link to nothing (dangling): not read") from None
+        if max_file_bytes is not None and size > max_file_bytes:
             raise RunConversionError(name, file_too_large(max_file_bytes, size))
 
 
@@ -142,6 +152,8 @@ def parse_runs_index(data: bytes, where: str) -> RunsIndex:
     """Decode a release index, keeping duplicate keys (``SourceError`` if it is no object)."""
     try:
         members = json.loads(data, object_pairs_hook=_Pairs)
+    except RecursionError:
+        raise SourceError(f"{where}: not valid JSON (nested too deeply)") from None
     except ValueError as exc:
         raise SourceError(f"{where}: not valid JSON ({exc})") from None
     if not isinstance(members, _Pairs):
@@ -271,7 +283,7 @@ class DirSource:
         for p in sorted(self.root.iterdir()):
             if not is_run_dir(p):
                 continue
-            name = run_name_from_spec(p) or p.name
+            name = (None if outside_root(p, self.root) else run_name_from_spec(p)) or p.name
             ref = RunRef(self.project, suite, name, None, p.name)
             refs.setdefault((ref.project, ref.suite, ref.run_name), ref)
         if not refs:
@@ -291,7 +303,7 @@ class DirSource:
         run_dir = self.root / ref.location
         if not run_dir.is_dir():
             raise RunConversionError(ref.location, "run directory is missing from the source")
-        check_file_sizes(run_dir, max_file_bytes)
+        check_run_files(self.root, run_dir, max_file_bytes)
         return run_dir
 
     def spec_facts(self, refs: Sequence[RunRef]) -> dict[RunRef, SpecFacts | None]:
@@ -350,9 +362,10 @@ class MultiSource:
 
 
 def run_name_from_spec(run_dir: Path) -> str | None:
-    """The ``name`` recorded in a run's run_spec.json, or None if it cannot be read."""
+    """The ``name`` recorded in a run's run_spec.json, or None if it cannot be read (then
+    the run is planned under its folder's name, and converting it says what is wrong)."""
     try:
-        name = json.loads((run_dir / "run_spec.json").read_bytes()).get("name")
-    except (OSError, ValueError, AttributeError):
+        name = json.loads(read_input(run_dir / "run_spec.json")).get("name")
+    except (OSError, ValueError, AttributeError, RecursionError, RunConversionError):
         return None
     return name if isinstance(name, str) and name else None

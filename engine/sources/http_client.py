@@ -277,6 +277,9 @@ class HttpClient:
             try:
                 with path.open("rb") as fh:
                     return json.load(fh)
+            except RecursionError:
+                reason = "not valid JSON (nested too deeply)"
+                raise SourceError(f"GET {redact(url)}: {reason}") from None
             except ValueError as exc:
                 raise SourceError(f"GET {redact(url)}: not valid JSON ({exc})") from None
 

@@ -14,6 +14,8 @@ import hashlib
 import json
 import os
 import shutil
+import socket
+import stat
 import subprocess
 import sys
 from collections.abc import Callable
@@ -250,6 +252,123 @@ def absolute_suite(root: Path) -> list[tuple[str, str]]:
     return [(VICTIM, str(plant_outside_copy(root).parent)), *[(r, SUITE) for r in OTHERS]]
 
 
+DEPTH = 100_000  # nested arrays: far past Python's and msgspec's recursion limits
+
+
+def deeply_nested(name: str) -> Callable[[Path], str]:
+    """A field the converter ignores, holding ``DEPTH`` nested arrays, first in ``name``'s
+    top-level value (an object or an array of objects)."""
+
+    def apply(root: Path) -> str:
+        path = victim_file(root, name)
+        text = path.read_text()
+        at = text.index("{") + 1
+        deep = "[" * DEPTH + "]" * DEPTH
+        path.write_text(text[:at] + f'"helm_future_field": {deep}, ' + text[at:])
+        return VICTIM
+
+    return apply
+
+
+def plant_outside_file(root: Path, name: str) -> Path:
+    """A valid copy of the victim's ``name`` outside the source (reading it would succeed)."""
+    outside = root.parent / "outside" / name
+    outside.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(FIXTURE / "runs" / SUITE / VICTIM / name, outside)
+    return outside
+
+
+def link_file_outside(name: str) -> Callable[[Path], str]:
+    def apply(root: Path) -> str:
+        path = victim_file(root, name)
+        path.unlink()
+        path.symlink_to(plant_outside_file(root, name))
+        return VICTIM
+
+    return apply
+
+
+def link_file_to(name: str, target: str) -> Callable[[Path], str]:
+    def apply(root: Path) -> str:
+        path = victim_file(root, name)
+        path.unlink()
+        path.symlink_to(target)
+        return VICTIM
+
+    return apply
+
+
+def link_file_inside(root: Path) -> str:
+    """scenario.json a link to an identical file elsewhere under the source root: followed."""
+    path = victim_file(root, "scenario.json")
+    kept = root / "shared" / "scenario.json"
+    kept.parent.mkdir()
+    path.rename(kept)
+    path.symlink_to(os.path.relpath(kept, path.parent))
+    return VICTIM
+
+
+def link_run_dir_outside(root: Path) -> str:
+    """The run's folder a link to a valid copy of the run outside the source."""
+    run_dir = root / "runs" / SUITE / VICTIM
+    shutil.rmtree(run_dir)
+    run_dir.symlink_to(plant_outside_copy(root), target_is_directory=True)
+    return VICTIM
+
+
+def fifo(name: str) -> Callable[[Path], str]:
+    """A FIFO nobody writes to: opening or reading it for real would block forever."""
+
+    def apply(root: Path) -> str:
+        path = victim_file(root, name)
+        path.unlink()
+        os.mkfifo(path)
+        return VICTIM
+
+    return apply
+
+
+def device(name: str) -> Callable[[Path], str]:
+    """A character device node like /dev/zero (1, 5) inside the run (needs root, as CI is)."""
+
+    def apply(root: Path) -> str:
+        path = victim_file(root, name)
+        path.unlink()
+        os.mknod(path, 0o600 | stat.S_IFCHR, os.makedev(1, 5))
+        return VICTIM
+
+    return apply
+
+
+def unix_socket(name: str) -> Callable[[Path], str]:
+    def apply(root: Path) -> str:
+        path = victim_file(root, name)
+        path.unlink()
+        here = os.getcwd()
+        os.chdir(path.parent)  # a socket's path must be short: bind the bare name
+        try:
+            with socket.socket(socket.AF_UNIX) as sock:
+                sock.bind(name)
+        finally:
+            os.chdir(here)
+        return VICTIM
+
+    return apply
+
+
+def negative_count(name: str) -> Callable[[Path], str]:
+    """The first stat's count made negative (HELM never writes one)."""
+
+    def apply(root: Path) -> str:
+        path = victim_file(root, name)
+        text = path.read_text()
+        at = text.index('"count": ') + len('"count": ')
+        path.write_text(text[:at] + "-" + text[at:])
+        return VICTIM
+
+    return apply
+
+
 @dataclass(frozen=True)
 class Case:
     """How to break the tree, and the outcome: ``file`` None = the run converts (and, with
@@ -367,6 +486,92 @@ CASES = {
         "runs_to_run_suites.json",
         ("unsafe run path (part '' of 'runs/",),
         group="runs_to_run_suites.json: unsafe run path",
+    ),
+}
+
+
+TOO_DEEP = "malformed JSON: nested too deeply"
+NOT_READ = "a link leading outside the source: not read"
+CASES |= {
+    **{
+        f"deep-nesting-{name.split('.')[0]}": Case(
+            deeply_nested(name), name, (TOO_DEEP,), group=f"{name}: malformed JSON"
+        )
+        for name in (
+            "run_spec.json",
+            "scenario.json",
+            "stats.json",
+            "per_instance_stats.json",
+            "scenario_state.json",
+        )
+    },
+    # a file linked to a valid copy outside the source: refused, not read
+    "file-link-outside-root": Case(
+        link_file_outside("scenario.json"),
+        "scenario.json",
+        (NOT_READ,),
+        group="scenario.json: a link leading outside the source",
+    ),
+    "file-link-to-etc-passwd": Case(
+        link_file_to("scenario.json", "/etc/passwd"),
+        "scenario.json",
+        (NOT_READ,),
+        group="scenario.json: a link leading outside the source",
+    ),
+    # /dev/zero: st_size 0 would pass --max-file-bytes; refused as a link out of the root
+    "file-link-to-dev-zero": Case(
+        link_file_to("scenario_state.json", "/dev/zero"),
+        "scenario_state.json",
+        (NOT_READ,),
+        max_file_bytes=LIMIT,
+        group="scenario_state.json: a link leading outside the source",
+    ),
+    # a link that stays inside the source root is followed: the run converts unchanged
+    "file-link-inside-root": Case(link_file_inside, same_rows=True),
+    # the run folder a link to a valid run outside the source
+    "run-dir-link-outside-root": Case(
+        link_run_dir_outside,
+        f"runs/{SUITE}/{VICTIM}",
+        ("the run folder is a link leading outside the source: not read",),
+        group="<run>: the run folder is a link leading outside the source",
+    ),
+    "fifo": Case(
+        fifo("scenario_state.json"),
+        "scenario_state.json",
+        ("a FIFO, not a regular file: not read",),
+        group="scenario_state.json: a FIFO, not a regular file",
+    ),
+    "fifo-run-spec": Case(
+        fifo("run_spec.json"),
+        "run_spec.json",
+        ("a FIFO, not a regular file: not read",),
+        group="run_spec.json: a FIFO, not a regular file",
+    ),
+    "char-device": Case(
+        device("stats.json"),
+        "stats.json",
+        ("a character device, not a regular file: not read",),
+        max_file_bytes=LIMIT,
+        group="stats.json: a character device, not a regular file",
+    ),
+    "socket": Case(
+        unix_socket("per_instance_stats.json"),
+        "per_instance_stats.json",
+        ("a socket, not a regular file: not read",),
+        group="per_instance_stats.json: a socket, not a regular file",
+    ),
+    # a negative count: the stat would be dropped silently, so the run fails instead
+    "negative-count-stats": Case(
+        negative_count("stats.json"),
+        "stats.json",
+        ("unexpected shape: Expected `float` >= 0.0", ".count"),
+        group="stats.json: unexpected shape",
+    ),
+    "negative-count-per-instance": Case(
+        negative_count("per_instance_stats.json"),
+        "per_instance_stats.json",
+        ("unexpected shape: Expected `float` >= 0.0", ".count"),
+        group="per_instance_stats.json: unexpected shape",
     ),
 }
 
@@ -513,3 +718,66 @@ def test_status_text_shows_a_few_runs_per_reason() -> None:
     ]
     [group] = report.to_json()["failures_by_reason"]
     assert group["count"] == 5 and group["runs"] == [f.run for f in failures]  # --json: all
+
+
+# -- no traceback reaches a user, whatever the input -----------------------------------------
+
+
+def helmproc_cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "helmproc.cli", *args],
+        cwd=cwd,
+        env=dict(os.environ, SOURCE_DATE_EPOCH=FIXED_EPOCH),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def deep_index(root: Path) -> None:
+    (root / INDEX).write_text('{"x": ' + "[" * DEPTH + "]" * DEPTH + "}")
+
+
+@pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
+def test_no_command_prints_a_traceback(tmp_path: Path, case: Case) -> None:
+    """`run` then `status` over each catalogue case: a clean outcome, never a traceback."""
+    src = make_tree(tmp_path / "src")
+    case.break_tree(src)
+    limit = ["--max-file-bytes", str(case.max_file_bytes)] if case.max_file_bytes else []
+    run = helmproc_cli(tmp_path, "run", "--source", str(src), "--to", "out", *limit)
+    status = helmproc_cli(tmp_path, "status")
+    for done in (run, status):
+        assert "Traceback" not in done.stdout + done.stderr, done.stderr
+        assert done.returncode == 0, done.stderr
+    summary = "done: 2 runs converted, 1 failed" if case.file else "done: 3 runs converted"
+    assert summary in run.stdout
+
+
+def test_a_deeply_nested_release_index_is_a_clean_error_before_planning(tmp_path: Path) -> None:
+    src = make_tree(tmp_path / "src")
+    deep_index(src)
+    run = helmproc_cli(tmp_path, "run", "--source", str(src), "--to", "out")
+    assert "Traceback" not in run.stdout + run.stderr, run.stderr
+    assert run.returncode == 1
+    assert "helmproc: cannot read the source: " in run.stderr
+    assert f"{INDEX}: not valid JSON (nested too deeply)" in run.stderr
+    assert "next: " in run.stderr
+    assert not (tmp_path / "out").exists()  # nothing planned, nothing written
+
+
+def test_a_deeply_nested_run_spec_in_a_bare_folder_fails_that_run(tmp_path: Path) -> None:
+    """A bare folder's run names come from run_spec.json: an unreadable one plans the run under
+    its folder's name, and converting it fails that run only, naming the file."""
+    bare = tmp_path / "bare"
+    for run in RUNS:
+        shutil.copytree(FIXTURE / "runs" / SUITE / run, bare / run)
+    spec = bare / VICTIM / "run_spec.json"
+    text = spec.read_text()
+    spec.write_text('{"zz": ' + "[" * DEPTH + "]" * DEPTH + ", " + text[text.index("{") + 1 :])
+    report, _ = run_job(DirSource(bare), tmp_path)
+    assert report["done"] is True and report["runs"] == {"ok": 2, "failed": 1}
+    [failure] = report["failures"]
+    assert failure["run"] == f"local/bare/{VICTIM}"
+    assert failure["reason"].startswith(f"run_spec.json: {TOO_DEEP}")
+    run = helmproc_cli(tmp_path, "run", "--source", str(bare), "--to", "out2")
+    assert "Traceback" not in run.stdout + run.stderr and run.returncode == 0, run.stderr

@@ -79,9 +79,13 @@ def test_release_mode_reads_run_specs_index_once(monkeypatch: pytest.MonkeyPatch
     per_run: list[Path] = []
     index_reads: list[Path] = []
     real_spec, real_index = run_filters._read_spec, run_filters._read_specs_index
-    monkeypatch.setattr(run_filters, "_read_spec", lambda p: per_run.append(p) or real_spec(p))
     monkeypatch.setattr(
-        run_filters, "_read_specs_index", lambda p: index_reads.append(p) or real_index(p)
+        run_filters, "_read_spec", lambda p, root: per_run.append(p) or real_spec(p, root)
+    )
+    monkeypatch.setattr(
+        run_filters,
+        "_read_specs_index",
+        lambda p, root: index_reads.append(p) or real_index(p, root),
     )
     assert len(names(filtered(adapter_methods=["generation"]))) == 7
     assert [p.name for p in index_reads] == ["run_specs.json"]
