@@ -28,6 +28,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from helmproc.engine.chunks.lifeline import die_with_parent
 from helmproc.engine.chunks.shards import write_bytes_durably
 from helmproc.engine.chunks.worker import (
     CONVERTER_MODULES,
@@ -62,10 +63,22 @@ class ChunkExecutor(Protocol):
         ...
 
 
+# Imported by the fork server only: it then exits when this coordinator dies (chunks/lifeline).
+FORKSERVER_LIFELINE = "helmproc.engine.chunks.forkserver_lifeline"
+
+
+def init_worker() -> None:
+    """Pool worker initializer: Ctrl-C is the coordinator's to handle, and the worker dies
+    with the fork server (so with the coordinator: ``chunks/lifeline.py``)."""
+    ignore_sigint()
+    die_with_parent()
+
+
 def make_pool(max_workers: int) -> ProcessPoolExecutor:
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["helmproc.engine.chunks.worker", *CONVERTER_MODULES])
-    return ProcessPoolExecutor(max_workers=max_workers, mp_context=ctx, initializer=ignore_sigint)
+    preload = [FORKSERVER_LIFELINE, "helmproc.engine.chunks.worker", *CONVERTER_MODULES]
+    ctx.set_forkserver_preload(preload)
+    return ProcessPoolExecutor(max_workers=max_workers, mp_context=ctx, initializer=init_worker)
 
 
 class LocalExecutor:

@@ -1,0 +1,81 @@
+"""No orphans: killing the coordinator alone (``kill -9``, as the OOM killer does) leaves no
+helmproc process behind, and ``resume`` then finishes the job byte-identically."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.fakes.jobkit import FIXED_EPOCH, folder_digest, grow_corpus, processed_events
+
+HELMPROC = [sys.executable, "-m", "helmproc.cli"]
+# How long the fork server and workers may take to notice (the watchdog polls every 0.2 s).
+GRACE_S = 5.0
+
+
+def env() -> dict[str, str]:
+    return dict(os.environ, SOURCE_DATE_EPOCH=FIXED_EPOCH)
+
+
+def journal_in(cwd: Path) -> Path | None:
+    found = list(cwd.glob(".helmproc/jobs/*/journal.sqlite"))
+    return found[0] if found else None
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    root = tmp_path_factory.mktemp("orphans")
+    grow_corpus(root / "corpus", copies=8)
+    ref = root / "ref"
+    ref.mkdir()
+    args = ["run", "--source", str(root / "corpus"), "--to", "out", "--chunk-size", "2"]
+    subprocess.run([*HELMPROC, *args, "--quiet"], cwd=ref, env=env(), check=True, timeout=300)
+    return root / "corpus", folder_digest(ref / "out")
+
+
+def test_sigkill_of_the_coordinator_leaves_no_process_and_resume_is_identical(
+    tmp_path: Path, corpus: tuple[Path, dict[str, str]]
+) -> None:
+    source, reference = corpus
+    args = ["run", "--source", str(source), "--to", "out", "--chunk-size", "2"]
+    proc = subprocess.Popen(
+        [*HELMPROC, *args, "--max-workers", "2", "--quiet"],
+        cwd=tmp_path,
+        env=env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        while processed_events(journal_in(tmp_path)) < 1:  # the job is converting
+            assert proc.poll() is None, "the job ended before it could be killed"
+            time.sleep(0.01)
+        helpers = psutil.Process(proc.pid).children(recursive=True)
+        # the fork server and at least one worker
+        assert len(helpers) >= 2, helpers
+        os.kill(proc.pid, signal.SIGKILL)  # the coordinator only, not its process group
+        proc.wait(timeout=30)
+        _, alive = psutil.wait_procs(helpers, timeout=GRACE_S)
+        assert alive == []
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # whatever is left, so the suite goes on
+        except ProcessLookupError:
+            pass
+    resumed = subprocess.run(
+        [*HELMPROC, "resume", "--quiet"],
+        cwd=tmp_path,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert folder_digest(tmp_path / "out") == reference
