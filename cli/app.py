@@ -207,7 +207,9 @@ def run(
         )
         options = with_publishing(options, upload_workers, files_per_commit, commits_per_hour)
         announce_budget(options)
-        report = execute_job(jr, options, progress_for(sys.stderr, quiet))
+        report = execute_job(
+            jr, options, progress_for(sys.stderr, quiet), source_config=src.config
+        )
     finish(report, as_json)
 
 

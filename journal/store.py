@@ -47,6 +47,7 @@ from helmproc.engine.errors import (
 )
 from helmproc.engine.facts import ChunkPlan, RunOutcome, RunRef, ShardFact
 from helmproc.engine.safe_paths import create_private_file, make_private_dir
+from helmproc.engine.url_secrets import strip_config
 from helmproc.journal import migrations
 from helmproc.journal.locking import CoordinatorLock
 from helmproc.journal.records import (
@@ -314,7 +315,7 @@ class Journal:
     ) -> None:
         """Record the job, its whole plan and a ``planned`` event per chunk, atomically."""
         try:
-            config_json = _dumps(config)
+            config_json = _dumps(strip_config(config))  # no credential reaches the disk
         except (TypeError, ValueError) as exc:
             raise JournalError(f"job {job_id}: config is not JSON-serialisable: {exc}") from exc
         _check_plan(plan)

@@ -56,6 +56,7 @@ from helmproc.engine.publish.committer import Committer, PublishReport
 from helmproc.engine.publish.folder import Publisher
 from helmproc.engine.publish.pacer import CommitPacer
 from helmproc.engine.safe_paths import make_private_dir
+from helmproc.engine.url_secrets import strip_credentials
 from helmproc.journal import RETRY_ONLY_FROM, ChunkState, ChunkStatus, Journal, StatusReport
 
 POLL_S = 0.2
@@ -124,7 +125,8 @@ class Coordinator:
 
     def _card_text(self) -> str:
         status = self.journal.status().to_json()
-        sources = [str(self.source_config.get("root") or self.source_config.get("base_url"))]
+        where = self.source_config.get("root") or self.source_config.get("base_url")
+        sources = [strip_credentials(str(where))]
         return render_card(status, sources)
 
     def _committer(self) -> Committer:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from helmproc.engine.errors import ConfigError, JournalError
 from helmproc.engine.job.budget import (
@@ -37,6 +38,7 @@ from helmproc.engine.publish.folder import Publisher
 from helmproc.engine.publish.registry import publisher_from_config
 from helmproc.engine.safe_paths import make_private_dir
 from helmproc.engine.sources.folder import Source
+from helmproc.engine.url_secrets import strip_config
 from helmproc.journal import Journal, StatusReport
 
 DEFAULT_CHUNK_SIZE = 16
@@ -103,7 +105,9 @@ def start_job(
     plan = plan_chunks(source.discover(), chunk_size)
     refs = [ref for chunk in plan for ref in chunk.runs]
     limits = {} if max_file_bytes is None else {"max_file_bytes": max_file_bytes}
-    job_id = job_id_for({"source": source.config, "chunk_size": chunk_size, **limits}, refs)
+    # the job is the same whatever credentials its URLs carry (the journal never holds them)
+    shown = strip_config(source.config)
+    job_id = job_id_for({"source": shown, "chunk_size": chunk_size, **limits}, refs)
     key = journal_key(job_id, publisher.config)
     paths = JobPaths.for_journal(journal_path) if journal_path else job_paths(work_root, key)
     # owner-only; a --journal's folder is the user's: only created, never re-moded
@@ -133,8 +137,15 @@ def start_job(
 
 
 def execute_job(
-    journal: Journal, options: ExecOptions, progress: Progress | None = None
+    journal: Journal,
+    options: ExecOptions,
+    progress: Progress | None = None,
+    *,
+    source_config: dict[str, Any] | None = None,
 ) -> StatusReport:
+    """Run the journaled job. ``source_config`` (the live source's config, which may hold
+    credentials the journal never stores: ``url_secrets``) replaces the journaled one for
+    this execution; a ``resume`` has only the journaled one."""
     job = journal.job()
     if job is None:
         raise JournalError(f"{journal.path} holds no job")
@@ -142,7 +153,7 @@ def execute_job(
     coordinator = Coordinator(
         journal,
         JobPaths.for_journal(journal.path),
-        job.config["source"],
+        source_config if source_config is not None else job.config["source"],
         publisher,
         options,
         progress,

@@ -108,6 +108,8 @@ class Bucket:
     origin: str  # scheme://host[:port]
     name: str
     prefix: str  # object prefix under the bucket, "" or without surrounding slashes
+    # the base URL's query (e.g. an access token), sent with every request; in memory only
+    query: str = ""
 
     @classmethod
     def from_url(cls, base_url: str) -> Bucket:
@@ -117,16 +119,21 @@ class Bucket:
             raise ConfigError(
                 f"bucket URL {redact(base_url)!r} must look like https://host/<bucket>[/prefix]"
             )
-        return cls(f"{parts.scheme}://{parts.netloc}", segments[0], "/".join(segments[1:]))
+        origin = f"{parts.scheme}://{parts.netloc}"
+        return cls(origin, segments[0], "/".join(segments[1:]), parts.query)
 
     def object_url(self, name: str) -> str:
-        return f"{self.origin}/{quote(self.name, safe='')}/{quote_name(name)}"
+        url = f"{self.origin}/{quote(self.name, safe='')}/{quote_name(name)}"
+        return f"{url}?{self.query}" if self.query else url
 
     def listing_url(self, prefix: str, page_token: str | None, page_size: int) -> str:
         query: dict[str, Any] = {"prefix": prefix, "delimiter": "/", "maxResults": page_size}
         if page_token:
             query["pageToken"] = page_token
-        return f"{self.origin}/storage/v1/b/{quote(self.name, safe='')}/o?{urlencode(query)}"
+        extra = f"&{self.query}" if self.query else ""
+        return (
+            f"{self.origin}/storage/v1/b/{quote(self.name, safe='')}/o?{urlencode(query)}{extra}"
+        )
 
     def join(self, *parts: str) -> str:
         return "/".join(p.strip("/") for p in (self.prefix, *parts) if p.strip("/"))

@@ -38,7 +38,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import google_crc32c
 import requests
@@ -46,6 +45,7 @@ import urllib3
 from requests.adapters import HTTPAdapter
 
 from helmproc.engine.errors import SourceError, TransientError, disk_full_as_error
+from helmproc.engine.url_secrets import strip_credentials
 
 T = TypeVar("T")
 
@@ -182,11 +182,8 @@ def process_session() -> requests.Session:
 
 
 def redact(url: str) -> str:
-    """``url`` without any user:password part, for messages."""
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+    """``url`` without credentials (user:password, key or token parameters), for messages."""
+    return strip_credentials(url)
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:

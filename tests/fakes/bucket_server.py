@@ -167,6 +167,8 @@ class BucketServer:
         self.max_page_size = max_page_size
         self.strict_quoting = strict_quoting
         self.faults = Faults()
+        # (Authorization header, query parameter "k=v") every request must carry, or None
+        self.required: tuple[str, str] | None = None
         self.objects: dict[str, Path] = {}
         self.log: list[Logged] = []
         self._log_lock = threading.Lock()
@@ -328,6 +330,12 @@ class _Handler(BaseHTTPRequestHandler):
     def _answer(self) -> None:
         fake = self.fake
         parts = urlsplit(self.path)
+        if fake.required is not None:
+            auth, param = fake.required
+            if self.headers.get("Authorization") != auth or param not in parts.query.split("&"):
+                fake.record(parts.path, 403, None)
+                self._send_bytes(403, b'{"error": "credentials required"}', {})
+                return
         rule = fake.faults.take(parts.path)
         fault = rule.kind if rule else None
         if rule is not None and rule.kind == "stall":  # logged now; never answered
@@ -358,7 +366,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_bytes(404, b"no such bucket")
             return
         raw_name = parts.path[len(head) :]
-        if fake.strict_quoting and (not UNQUOTED_OK.match(raw_name) or parts.query):
+        credential = fake.required[1] if fake.required is not None else None
+        query = "&".join(p for p in parts.query.split("&") if p and p != credential)
+        if fake.strict_quoting and (not UNQUOTED_OK.match(raw_name) or query):
             fake.record(parts.path, 400, fault)
             self._send_bytes(400, f"unquoted character in {raw_name!r}".encode())
             return
