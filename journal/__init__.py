@@ -14,6 +14,7 @@ Imports only the engine's shared vocabulary (``helmproc.engine.errors``, ``facts
 from helmproc.journal.records import (
     LEGAL_TRANSITIONS,
     RETRY_ONLY_FROM,
+    ChunkPieces,
     ChunkState,
     ChunkStatus,
     JobRecord,
@@ -24,6 +25,7 @@ from helmproc.journal.store import Journal
 __all__ = [
     "LEGAL_TRANSITIONS",
     "RETRY_ONLY_FROM",
+    "ChunkPieces",
     "ChunkState",
     "ChunkStatus",
     "JobRecord",

@@ -10,7 +10,8 @@ the previous version with none of the half-applied statements; the next open app
 migration again from the start. Applied migrations are never edited, only appended.
 
 Schema (version 1): ``job`` (one row), ``chunks`` (the plan: chunk_id, runs JSON) and
-``events`` (the append-only log of chunk state changes). Triggers make every table
+``events`` (the append-only log of chunk state changes). Version 2 adds ``splits`` (the memory
+splits of chunks, so that resume and retries work on the same pieces). Triggers make every table
 append-only at the database level: UPDATE and DELETE abort, and so does an INSERT that would
 replace an existing row (``INSERT OR REPLACE`` deletes without firing delete triggers).
 """
@@ -81,6 +82,24 @@ MIGRATIONS: tuple[Migration, ...] = (
             *_append_only("chunks", "chunk_id"),
             *_append_only("events", "seq"),
             *_append_only("schema_migrations", "version"),
+        ),
+    ),
+    Migration(
+        version=2,
+        name="create_splits",
+        statements=(
+            # A chunk's memory splits, so every later attempt works on the same pieces: a row
+            # with no ``skipped`` runs halves piece ``part`` into part+'0' and part+'1'; a row
+            # with ``skipped`` runs gives those runs up inside piece ``part`` (one run alone too
+            # big for the budget). Replayed in ``seq`` order (``store.Journal.chunk_pieces``).
+            """CREATE TABLE splits (
+                seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                chunk_id INTEGER NOT NULL REFERENCES chunks (chunk_id),
+                part TEXT NOT NULL CHECK (part NOT GLOB '*[^01]*'),
+                skipped TEXT NOT NULL DEFAULT '[]',
+                at TEXT NOT NULL
+            )""",
+            *_append_only("splits", "seq"),
         ),
     ),
 )

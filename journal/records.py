@@ -71,3 +71,21 @@ class ChunkStatus:
     commit_id: str | None
     error: str | None
     updated_at: str
+
+
+@dataclass(frozen=True)
+class ChunkPieces:
+    """How a chunk is cut after its memory splits: its pieces (``""`` = the whole chunk; a
+    piece ``"01"`` is the second half of the first half of the chunk's runs) and the runs
+    given up as too big (run key -> reason)."""
+
+    parts: tuple[str, ...] = ("",)
+    skipped: tuple[tuple[str, str], ...] = ()
+
+    @staticmethod
+    def runs_of(runs: tuple[Any, ...], part: str) -> tuple[Any, ...]:
+        """The runs of piece ``part`` of a chunk of ``runs`` (halving as the splits did)."""
+        for step in part:
+            half = len(runs) // 2
+            runs = runs[:half] if step == "0" else runs[half:]
+        return runs

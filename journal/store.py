@@ -53,6 +53,7 @@ from helmproc.journal.locking import CoordinatorLock
 from helmproc.journal.records import (
     LEGAL_TRANSITIONS,
     RETRY_ONLY_FROM,
+    ChunkPieces,
     ChunkState,
     ChunkStatus,
     JobRecord,
@@ -416,6 +417,40 @@ class Journal:
         """Working on the chunk failed as a whole (not a single run) with ``error``."""
         with self._write() as conn:
             self._append(conn, chunk_id, ChunkState.FAILED, {"error": error})
+
+    def record_split(
+        self, chunk_id: int, part: str, skipped: Sequence[tuple[str, str]] = ()
+    ) -> None:
+        """Piece ``part`` of the chunk overran the memory budget: halve it, or, with
+        ``skipped`` (run key, reason), give those runs up inside it. Every later attempt
+        works on the pieces this leaves (``chunk_pieces``)."""
+        with self._write() as conn:
+            self._planned_run_keys(conn, chunk_id)  # refuses a chunk that is not planned
+            conn.execute(
+                "INSERT INTO splits (chunk_id, part, skipped, at) VALUES (?, ?, ?, ?)",
+                (chunk_id, part, _dumps([list(s) for s in skipped]), utc_now()),
+            )
+
+    @_reads
+    def chunk_pieces(self) -> dict[int, ChunkPieces]:
+        """The pieces of every chunk that was ever split (others are whole)."""
+        with self._mutex:
+            rows = self._db.execute(
+                "SELECT chunk_id, part, skipped FROM splits ORDER BY seq"
+            ).fetchall()
+        parts: dict[int, list[str]] = {}
+        skipped: dict[int, dict[str, str]] = {}
+        for chunk_id, part, given_up in rows:
+            leaves = parts.setdefault(chunk_id, [""])
+            runs = json.loads(given_up)
+            if runs:
+                skipped.setdefault(chunk_id, {}).update({k: r for k, r in runs})
+            elif part in leaves:
+                leaves[leaves.index(part) : leaves.index(part) + 1] = [part + "0", part + "1"]
+        return {
+            cid: ChunkPieces(tuple(leaves), tuple(sorted(skipped.get(cid, {}).items())))
+            for cid, leaves in sorted(parts.items())
+        }
 
     def _planned_run_keys(self, conn: sqlite3.Connection, chunk_id: int) -> set[str]:
         row = conn.execute("SELECT runs FROM chunks WHERE chunk_id = ?", (chunk_id,)).fetchone()

@@ -20,8 +20,13 @@ into journal events. A chunk whose worker fails (not a bad run: the machine) is 
 again on ``resume``.
 
 Memory: the ``Budget`` admits a chunk only when it fits, and a worker that alone exceeds it
-is stopped and its work split (``overruns.py``). The chunk is journaled ``processed`` once all
-its pieces are done, with the shards of every piece.
+is stopped and its work split (``overruns.py``). The split is journaled (``record_split``)
+before the pieces are queued, and every later attempt (this session's retries, a resume, a
+``--retry-failed``) works on the journaled pieces, so shard paths never depend on a later
+memory reading and a retried chunk rewrites exactly the paths it published. A retry of an
+already-published chunk that overruns is not split (new pieces would sit beside the published
+ones): the retry stops and the published data stays. The chunk is journaled ``processed`` once
+all its pieces are done, with the shards of every piece.
 
 The dataset card rides with the session's first commit, is refreshed every ``card_interval_s``
 (riding with the next commit) and is committed on its own at the end. Commits are paced by the
@@ -57,7 +62,14 @@ from helmproc.engine.publish.folder import Publisher
 from helmproc.engine.publish.pacer import CommitPacer
 from helmproc.engine.safe_paths import make_private_dir
 from helmproc.engine.url_secrets import strip_credentials
-from helmproc.journal import RETRY_ONLY_FROM, ChunkState, ChunkStatus, Journal, StatusReport
+from helmproc.journal import (
+    RETRY_ONLY_FROM,
+    ChunkPieces,
+    ChunkState,
+    ChunkStatus,
+    Journal,
+    StatusReport,
+)
 
 POLL_S = 0.2
 
@@ -151,6 +163,23 @@ class Coordinator:
         ) from report.error
 
     # -- pieces ------------------------------------------------------------------------
+    def _tasks_of(self, cid: int, pieces: ChunkPieces | None) -> list[Task]:
+        """The chunk's work: whole, or the pieces its journaled memory splits left (so a
+        resume or a retry writes exactly the shard paths the earlier attempts wrote)."""
+        runs = self.plan[cid].runs
+        if pieces is None:
+            return [Task(cid, "", runs)]
+        tasks = []
+        for part in pieces.parts:
+            mine = ChunkPieces.runs_of(runs, part)
+            keys = {r.key for r in mine}
+            # --retry-failed gives runs given up as too big another chance (in their piece)
+            given_up = () if cid in self._retrying else pieces.skipped
+            skip = tuple((k, why) for k, why in given_up if k in keys)
+            tasks.append(Task(cid, part, mine, skip))
+        self.overruns.parts[cid] = set(pieces.parts)
+        return tasks
+
     def _piece_done(self, result: ChunkResult) -> bool:
         """Fold a finished piece in; True (and journal ``processed``) when its chunk is whole."""
         cid = result.chunk_id
@@ -180,7 +209,10 @@ class Coordinator:
     def execute(self) -> StatusReport:
         """Repair, then process, publish and clean every chunk left; the final status."""
         statuses, repairs = self._repair()
-        queue: deque[Task] = deque(Task(cid, "", self.plan[cid].runs) for cid in repairs.to_process)
+        pieces = self.journal.chunk_pieces()
+        queue: deque[Task] = deque(
+            task for cid in repairs.to_process for task in self._tasks_of(cid, pieces.get(cid))
+        )
         committer = self._committer()
         committer.submit_card(self._card_text())  # rides with the session's first commit
         for cid in repairs.to_publish:
@@ -325,9 +357,20 @@ class Coordinator:
         self, task: Task, exc: BaseException, attempts: dict[int, int], queue: deque[Task]
     ) -> None:
         overrun = self.overruns.overrun_reason(task)
+        cid = task.chunk_id
         if overrun is not None:
-            self._record_failed(task.chunk_id, f"memory budget exceeded: {overrun}")
-            for retry in self.overruns.split(task, overrun):
+            if cid in self._retrying and self.journal.chunk_status(cid).state in RETRY_ONLY_FROM:
+                # splitting now would publish new pieces beside the published ones
+                reason = f"retry stopped, memory budget exceeded: {overrun}"
+                self.progress.chunk_failed(cid, reason)
+                self.overruns.forget(cid)
+                self._done_parts.pop(cid, None)
+                return
+            self._record_failed(cid, f"memory budget exceeded: {overrun}")
+            retries = self.overruns.split(task, overrun)
+            given_up = () if len(retries) > 1 else retries[0].skip_reasons[len(task.skip_reasons) :]
+            self.journal.record_split(cid, task.part, given_up)  # later attempts cut the same
+            for retry in retries:
                 queue.appendleft(retry)
             return
         if isinstance(exc, BrokenProcessPool) and self.overruns.pool_killed:

@@ -5,8 +5,8 @@ The ``Budget`` (``budget.py``) admits a task only when it fits beside the worker
 running (read from their pid files, ``chunks/pid_files.py``) and the bytes staged on disk. A
 worker over the budget is killed (SIGKILL); its task is split in halves and retried (pieces are
 named ``-p0``, ``-p1``, ...) and a single run still too big is given up with the reason. A
-chunk is whole again once every piece is done. Nothing here is journaled: after a crash the
-chunk starts whole again and splits the same way.
+chunk is whole again once every piece is done. The coordinator journals each split, so after a
+crash the chunk's pieces are the journaled ones (``Journal.chunk_pieces``).
 """
 
 from __future__ import annotations

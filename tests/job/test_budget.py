@@ -162,3 +162,42 @@ def test_overrun_splits_the_chunk_and_fails_only_the_big_run(
         r["helm_run"] for r in runs if r["outcome"] == "ok" and r["n_rows"]
     }
     assert instances.num_rows == report["rows"]
+
+
+def test_a_split_is_journaled_and_retry_failed_rewrites_the_same_pieces(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a memory split, `resume --retry-failed` (here with a budget large enough for the
+    huge run) works on the journaled pieces: the same shard paths, so no run twice and no
+    file that no journaled shard accounts for."""
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", FIXED_EPOCH)
+    corpus = tmp_path / "corpus"
+    for run in sorted((FIXTURE / "runs" / "v1.0.0").iterdir()):
+        shutil.copytree(run, corpus / run.name.replace(":", "-"))
+    inflate_run(FIXTURE / "runs/v1.1.0/simple_mcqa:model=simple_model1", corpus / "huge", 250)
+    out = tmp_path / "out"
+    started = start_job(DirSource(corpus), DirPublisher(out), chunk_size=4, work_root=tmp_path)
+    small = Budget(150 * MiB, 1 << 30, sample_interval=0.05)
+    with started.journal as journal:
+        first = execute_job(journal, ExecOptions(max_workers=1, budget=small)).to_json()
+        pieces = journal.chunk_pieces()
+    assert first["runs"] == {"ok": 6, "failed": 1}
+    assert set(pieces) == {2} and len(pieces[2].parts) > 1  # the split is in the journal
+    before = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.parquet"))
+
+    big = Budget(8 << 30, 1 << 30)
+    with started.journal.open(started.journal.path) as journal:
+        retried = execute_job(
+            journal, ExecOptions(max_workers=1, budget=big, retry_failed=True)
+        ).to_json()
+        journaled = {f.path for st in journal.chunk_statuses().values() for f in st.shards}
+        assert journal.chunk_pieces() == pieces
+    assert retried["done"] is True and retried["runs"] == {"ok": 7, "failed": 0}
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.parquet"))
+    assert files == before  # the same pieces, rewritten in place
+    assert set(files) == journaled  # nothing the journal does not account for
+    runs = pq.read_table([out / f for f in files if f.startswith("runs/")]).to_pylist()
+    assert sorted(r["helm_run"] for r in runs) == sorted({r["helm_run"] for r in runs})
+    assert all(r["outcome"] == "ok" for r in runs) and len(runs) == 7
+    instances = pq.read_table([out / f for f in files if f.startswith("instances/")])
+    assert instances.num_rows == sum(r["n_rows"] for r in runs) == retried["rows"]

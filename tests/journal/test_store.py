@@ -525,12 +525,15 @@ def test_renamed_migration_is_refused(path: Path) -> None:
         migrations.check_compatible(raw(path), path, renamed)
 
 
+LATEST = migrations.LATEST_VERSION
+
+
 def test_pending_migrations_apply_in_order_and_once(path: Path) -> None:
     Journal.open(path).close()
     extra = (
         *migrations.MIGRATIONS,
-        Migration(2, "add_notes", ("CREATE TABLE notes (x TEXT)",)),
-        Migration(3, "add_index", ("CREATE INDEX notes_x ON notes (x)",)),
+        Migration(LATEST + 1, "add_notes", ("CREATE TABLE notes (x TEXT)",)),
+        Migration(LATEST + 2, "add_index", ("CREATE INDEX notes_x ON notes (x)",)),
     )
     conn = raw(path)
     assert [m.name for m in migrations.apply_pending(conn, path, extra)] == [
@@ -538,27 +541,28 @@ def test_pending_migrations_apply_in_order_and_once(path: Path) -> None:
         "add_index",
     ]
     assert migrations.apply_pending(conn, path, extra) == []
-    assert [v for v, _, _ in migrations.applied_migrations(conn)] == [1, 2, 3]
+    applied = [v for v, _, _ in migrations.applied_migrations(conn)]
+    assert applied == list(range(1, LATEST + 3))
 
 
 def test_failed_migration_leaves_nothing_behind(path: Path) -> None:
     Journal.open(path).close()
     broken = (
         *migrations.MIGRATIONS,
-        Migration(2, "half_done", ("CREATE TABLE notes (x TEXT)", "THIS IS NOT SQL")),
+        Migration(LATEST + 1, "half_done", ("CREATE TABLE notes (x TEXT)", "THIS IS NOT SQL")),
     )
     conn = raw(path)
     with pytest.raises(sqlite3.OperationalError):
         migrations.apply_pending(conn, path, broken)
-    assert [v for v, _, _ in migrations.applied_migrations(conn)] == [1]
+    assert [v for v, _, _ in migrations.applied_migrations(conn)] == list(range(1, LATEST + 1))
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert "notes" not in tables
 
 
 def test_migration_versions_must_be_contiguous(path: Path) -> None:
     Journal.open(path).close()
-    gap = (*migrations.MIGRATIONS, Migration(3, "skips_two", ()))
-    with pytest.raises(ValueError, match="expected 2"):
+    gap = (*migrations.MIGRATIONS, Migration(LATEST + 2, "skips_one", ()))
+    with pytest.raises(ValueError, match=f"expected {LATEST + 1}"):
         migrations.apply_pending(raw(path), path, gap)
 
 
