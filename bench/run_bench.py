@@ -497,11 +497,14 @@ def peer_sample(main: corpus.Corpus, min_instances: int) -> list[corpus.Generate
 
 
 def link_runs(corpus_: corpus.Corpus, runs: Sequence[corpus.GeneratedRun], folder: Path) -> Path:
-    """A folder of symlinks to ``runs`` (a bare folder of run directories, as the peer reads)."""
+    """A folder of ``runs`` (a bare folder of run directories, as the peer reads), their files
+    hard-linked: no copy, and no symlink (local sources do not follow links out of the root)."""
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     for run in runs:
-        (folder / run.name).symlink_to(corpus_.run_dir(run), target_is_directory=True)
+        (folder / run.name).mkdir()
+        for file in corpus_.run_dir(run).iterdir():
+            os.link(file, folder / run.name / file.name)
     return folder
 
 
