@@ -11,11 +11,14 @@ import dataclasses
 import json
 import signal
 import sys
+import time
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
+from helmproc.cli.activity import job_activity, render_activity
 from helmproc.cli.destination import (
     CommitsPerHourOpt,
     FilesPerCommitOpt,
@@ -23,9 +26,16 @@ from helmproc.cli.destination import (
     RepoIdOpt,
     RevisionOpt,
     UploadWorkersOpt,
+    check_folder_destination,
     with_publishing,
 )
-from helmproc.cli.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, describe
+from helmproc.cli.errors import (
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    describe,
+    interrupted_message,
+)
 from helmproc.cli.export import export_eee_command
 from helmproc.cli.listing import (
     AdapterMethodOpt,
@@ -38,68 +48,129 @@ from helmproc.cli.listing import (
     build_source,
     list_app,
 )
+from helmproc.cli.narration import count, examples, say
+from helmproc.cli.option_checks import at_least, executor_text, size_text, workers_text
 from helmproc.cli.verify import verify
 from helmproc.engine.job.budget import format_size, parse_size
 from helmproc.engine.job.interrupts import JobInterrupted
-from helmproc.engine.job.options import DEFAULT_FILES_PER_COMMIT, ExecOptions
+from helmproc.engine.job.options import ExecOptions
 from helmproc.engine.job.progress import progress_for
-from helmproc.engine.job.start import DEFAULT_CHUNK_SIZE, exec_options, execute_job, start_job
-from helmproc.engine.job.workdir import DEFAULT_WORK_ROOT, find_journal
+from helmproc.engine.job.start import (
+    DEFAULT_CHUNK_SIZE,
+    default_workers,
+    exec_options,
+    execute_job,
+    start_job,
+)
+from helmproc.engine.job.workdir import (
+    DEFAULT_WORK_ROOT,
+    JobPaths,
+    find_journal,
+    record_runtime_options,
+    recorded_runtime_options,
+)
 from helmproc.engine.publish.registry import destination_label, make_publisher
 from helmproc.engine.sources.filters import RunFilters
+from helmproc.engine.sources.folder import DirSource, project_for_folder
 from helmproc.journal import Journal, StatusReport, render_text
+from helmproc.journal.locking import live_holder
 
 DEFAULT_DESTINATION = Path("helm-eee-dataset")
 
 app = typer.Typer(
     name="helmproc",
     help="Turn HELM benchmark output into a Parquet dataset in Every Eval Ever shapes.",
+    epilog=examples(
+        "helmproc run --benchmark lite                 # HELM Lite, newest release",
+        "helmproc run --source tests/data/benchmark_output --to out   # offline",
+        "helmproc status --watch                       # in a second terminal",
+    ),
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(list_app, name="list")
+
+# set once the command has a job in a journal: from then on, `resume` can continue it
+_job_recorded = False
+
+
+def helmproc_version() -> str:
+    try:
+        return version("helmproc")
+    except PackageNotFoundError:  # running from a checkout that was never installed
+        return "unknown (not installed)"
+
+
+def show_version(value: bool) -> None:
+    if value:
+        print(f"helmproc {helmproc_version()}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def root(
+    _version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=show_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Turn HELM benchmark output into a Parquet dataset in Every Eval Ever shapes."""
+
 
 JournalOpt = Annotated[
     Path | None,
     typer.Option(
         "--journal",
+        metavar="PATH",
         help="Journal file of the job (default: the job `run` last started in this directory).",
     ),
 ]
 WorkersOpt = Annotated[
     str | None,
     typer.Option(
-        "--max-workers", help="Worker processes: a number, or 'auto' (from the memory budget)."
+        "--max-workers",
+        metavar="N|auto",
+        callback=workers_text,
+        help="Worker processes: a number, or 'auto' (as many as the memory budget holds).",
+        show_default=f"{count(default_workers(), 'worker')}, one per CPU",
     ),
 ]
 ExecutorOpt = Annotated[
     str | None,
     typer.Option(
         "--executor",
-        help="Where chunks run: 'local' (a process pool, default) or 'dask://HOST:PORT'.",
+        metavar="local|dask://HOST:PORT",
+        callback=executor_text,
+        help="Where chunks run: a local process pool, or a Dask cluster.",
+        show_default="local",
     ),
 ]
 MemoryBudgetOpt = Annotated[
     str | None,
     typer.Option(
         "--memory-budget",
-        help="Memory for the whole process tree, e.g. 4G (default: 60% of available RAM).",
+        metavar="SIZE",
+        callback=size_text,
+        help="Memory for the whole process tree, e.g. 4G.",
+        show_default="60% of the RAM available at start",
     ),
 ]
 DiskBudgetOpt = Annotated[
     str | None,
     typer.Option(
         "--disk-budget",
-        help="Disk for scratch + unpublished shards, e.g. 20G (default: half the free space).",
+        metavar="SIZE",
+        callback=size_text,
+        help="Disk for scratch + unpublished shards, e.g. 20G.",
+        show_default="half the free space",
     ),
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the final status as JSON.")]
-
-
-def say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
 
 
 def print_summary(report: StatusReport, as_json: bool) -> None:
@@ -109,8 +180,8 @@ def print_summary(report: StatusReport, as_json: bool) -> None:
         return
     runs = data["runs"]
     print(
-        f"{'done' if data['done'] else 'incomplete'}: {runs['ok']} runs converted, "
-        f"{runs['failed']} failed, {data['rows']} instance rows"
+        f"{'done' if data['done'] else 'incomplete'}: {count(runs['ok'], 'run')} converted, "
+        f"{runs['failed']} failed, {count(data['rows'], 'instance row')}"
     )
     for group in data["failures_by_reason"]:
         runs = group["runs"]
@@ -127,7 +198,7 @@ def announce_budget(options: ExecOptions) -> None:
     budget = options.budget
     if budget is not None:
         say(
-            f"helmproc: {options.max_workers} workers, memory budget "
+            f"helmproc: {count(options.max_workers, 'worker')}, memory budget "
             f"{format_size(budget.memory_budget)}, disk budget {format_size(budget.disk_budget)}"
         )
 
@@ -138,18 +209,32 @@ def finish(report: StatusReport, as_json: bool) -> None:
         raise typer.Exit(EXIT_ERROR)
 
 
-@app.command()
+@app.command(
+    epilog=examples(
+        "helmproc run --benchmark lite",
+        "helmproc run --source tests/data/benchmark_output --to out --max-workers 1",
+        "helmproc run --benchmark mmlu --release v1.13.0 --repo-id org/helm-eee",
+    )
+)
 def run(
     source: SourceOpt = None,
     to: Annotated[
-        Path, typer.Option("--to", help="Dataset folder to write (created if missing).")
+        Path,
+        typer.Option("--to", metavar="DIR", help="Dataset folder to write (created if missing)."),
     ] = DEFAULT_DESTINATION,
     benchmark: BenchmarksOpt = None,
     release: Annotated[
         str | None,
-        typer.Option("--release", help="Release to read ('latest', the bucket's default: newest)."),
+        typer.Option(
+            "--release",
+            metavar="R",
+            help="Release to read ('latest', the bucket's default: newest). A plain HTTP "
+            "mirror cannot list releases: name one.",
+        ),
     ] = None,
-    suite: Annotated[str | None, typer.Option("--suite", help="Suite to read.")] = None,
+    suite: Annotated[
+        str | None, typer.Option("--suite", metavar="S", help="Suite to read.")
+    ] = None,
     adapter_method: AdapterMethodOpt = None,
     model: ModelOpt = None,
     include: IncludeOpt = None,
@@ -157,7 +242,8 @@ def run(
     limit: LimitOpt = None,
     journal: JournalOpt = None,
     chunk_size: Annotated[
-        int, typer.Option("--chunk-size", min=1, help="Runs per chunk.")
+        int,
+        typer.Option("--chunk-size", metavar="N", callback=at_least(1), help="Runs per chunk."),
     ] = DEFAULT_CHUNK_SIZE,
     max_workers: WorkersOpt = None,
     memory_budget: MemoryBudgetOpt = None,
@@ -167,25 +253,48 @@ def run(
         str | None,
         typer.Option(
             "--max-file-bytes",
-            help="Fail a run whose input file is larger than this, e.g. 2G (default: no limit). "
-            "Recorded with the job.",
+            metavar="SIZE",
+            callback=size_text,
+            help="Fail a run whose input file is larger than this, e.g. 2G. Recorded with the job.",
+            show_default="no limit",
         ),
     ] = None,
     repo_id: RepoIdOpt = None,
     revision: RevisionOpt = "main",
     private: PrivateOpt = False,
-    upload_workers: UploadWorkersOpt = 1,
-    files_per_commit: FilesPerCommitOpt = DEFAULT_FILES_PER_COMMIT,
+    upload_workers: UploadWorkersOpt = None,
+    files_per_commit: FilesPerCommitOpt = None,
     commits_per_hour: CommitsPerHourOpt = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Convert HELM runs into a Parquet dataset, journaling progress so it can resume."""
+    """Convert HELM runs into a Parquet dataset, journaling progress so it can resume.
+
+    Every option is checked before anything is planned or recorded.
+    """
+    global _job_recorded
     filters = RunFilters.build(
         adapter_methods=adapter_method, models=model, include=include, exclude=exclude, limit=limit
     )
+    given = {
+        "max_workers": max_workers,
+        "memory_budget": memory_budget,
+        "disk_budget": disk_budget,
+        "executor": executor,
+        "upload_workers": upload_workers,
+        "files_per_commit": files_per_commit,
+        "commits_per_hour": commits_per_hour,
+    }
+    work_dir = journal.parent if journal else DEFAULT_WORK_ROOT
+    options = runtime_options(given, work_dir)
     src = build_source(source, benchmark, release, suite, filters)
+    local_root = local_source_root(src)
+    if repo_id is None:
+        check_folder_destination(to, local_root)
     publisher = make_publisher(to, repo_id, revision, private)
+    if local_root is not None:
+        name, why = project_for_folder(source or ".", benchmark[0] if benchmark else None)
+        say(f"helmproc: project {name!r} ({why})")
     started = start_job(
         src,
         publisher,
@@ -194,34 +303,70 @@ def run(
         journal_path=journal,
         max_file_bytes=parse_size(max_file_bytes) if max_file_bytes else None,
     )
+    _job_recorded = True
     with started.journal as jr:
+        record_runtime_options(started.paths, given)
         verb = "continuing" if started.continued else "starting"
         say(
             f"helmproc: {verb} job {jr.job().job_id if jr.job() else '?'}: "  # type: ignore[union-attr]
-            f"{started.n_runs} runs in {started.n_chunks} chunks -> "
+            f"{count(started.n_runs, 'run')} in {count(started.n_chunks, 'chunk')} -> "
             f"{destination_label(publisher.config)} "
             f"(journal {jr.path})"
         )
-        options = exec_options(
-            max_workers, memory_budget, disk_budget, jr.path.parent, executor
-        )
-        options = with_publishing(options, upload_workers, files_per_commit, commits_per_hour)
-        announce_budget(options)
-        report = execute_job(
-            jr, options, progress_for(sys.stderr, quiet), source_config=src.config
-        )
+        report = already_complete(jr)
+        if report is None:
+            announce_budget(options)
+            report = execute_job(
+                jr, options, progress_for(sys.stderr, quiet), source_config=src.config
+            )
     finish(report, as_json)
 
 
-@app.command()
+def runtime_options(given: dict[str, Any], work_dir: Path) -> ExecOptions:
+    """The execution options from the command line's text (checked again here)."""
+    options = exec_options(
+        given["max_workers"], given["memory_budget"], given["disk_budget"], work_dir,
+        given["executor"],
+    )
+    return with_publishing(
+        options, given["upload_workers"], given["files_per_commit"], given["commits_per_hour"]
+    )
+
+
+def already_complete(jr: Journal) -> StatusReport | None:
+    """The finished job's report (after saying so), or None when there is work left."""
+    report = jr.status()
+    if not report.done:
+        return None
+    say(f"helmproc: job {report.job_id} is already complete; nothing to do")
+    return report
+
+
+def option_flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def local_source_root(source: object) -> Path | None:
+    """The folder of a local source (the destination must not be inside it), else None."""
+    inner = getattr(source, "inner", source)
+    return inner.root if isinstance(inner, DirSource) else None
+
+
+@app.command(
+    epilog=examples(
+        "helmproc resume",
+        "helmproc resume --retry-failed",
+        "helmproc resume --journal .helmproc/JOB/journal.sqlite --max-workers 4",
+    )
+)
 def resume(
     journal: JournalOpt = None,
     max_workers: WorkersOpt = None,
     memory_budget: MemoryBudgetOpt = None,
     disk_budget: DiskBudgetOpt = None,
     executor: ExecutorOpt = None,
-    upload_workers: UploadWorkersOpt = 1,
-    files_per_commit: FilesPerCommitOpt = DEFAULT_FILES_PER_COMMIT,
+    upload_workers: UploadWorkersOpt = None,
+    files_per_commit: FilesPerCommitOpt = None,
     commits_per_hour: CommitsPerHourOpt = None,
     retry_failed: Annotated[
         bool,
@@ -234,37 +379,106 @@ def resume(
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Finish the job recorded in the journal, with its recorded configuration."""
+    """Finish the job recorded in the journal, with its recorded configuration.
+
+    Runtime options (workers, budgets, executor, publishing pace) are the ones `run` was given
+    for this job, unless given here.
+    """
+    global _job_recorded
+    given = {
+        "max_workers": max_workers,
+        "memory_budget": memory_budget,
+        "disk_budget": disk_budget,
+        "executor": executor,
+        "upload_workers": upload_workers,
+        "files_per_commit": files_per_commit,
+        "commits_per_hour": commits_per_hour,
+    }
     path = find_journal(DEFAULT_WORK_ROOT, journal)
     with Journal.open(path) as jr:
+        _job_recorded = True
         say(f"helmproc: resuming from {jr.path}")
-        options = exec_options(
-            max_workers, memory_budget, disk_budget, jr.path.parent, executor
-        )
-        options = with_publishing(options, upload_workers, files_per_commit, commits_per_hour)
+        recorded = recorded_runtime_options(JobPaths.for_journal(jr.path))
+        chosen = dict(given)
+        reused, overridden = [], []
+        for name, value in recorded.items():
+            if name not in chosen or value is None:
+                continue
+            if chosen[name] is None:
+                chosen[name] = value
+                reused.append(f"{option_flag(name)} {value}")
+            elif str(chosen[name]) != str(value):
+                overridden.append(f"{option_flag(name)} {chosen[name]} (recorded: {value})")
+        if reused:
+            say(f"helmproc: using the job's recorded options: {', '.join(reused)}")
+        if overridden:
+            say(f"helmproc: overriding the recorded options: {', '.join(overridden)}")
+        options = runtime_options(chosen, jr.path.parent)
         options = dataclasses.replace(options, retry_failed=retry_failed)
-        announce_budget(options)
-        report = execute_job(jr, options, progress_for(sys.stderr, quiet))
+        report = None if retry_failed else already_complete(jr)
+        if report is None:
+            announce_budget(options)
+            report = execute_job(jr, options, progress_for(sys.stderr, quiet))
     finish(report, as_json)
 
 
-@app.command()
+@app.command(
+    epilog=examples(
+        "helmproc status",
+        "helmproc status --watch",
+        "helmproc status --json --journal .helmproc/JOB/journal.sqlite",
+    )
+)
 def status(
     journal: JournalOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    watch: Annotated[
+        bool, typer.Option("--watch", help="Refresh until the job is done (Ctrl-C to stop).")
+    ] = False,
+    every: Annotated[
+        float,
+        typer.Option("--every", metavar="S", callback=at_least(0.2), help="--watch refresh."),
+    ] = 2.0,
 ) -> None:
-    """Report a job's progress from its journal alone (safe while the job runs)."""
+    """Report a job's progress from its journal alone (safe while the job runs): elapsed time,
+    rates over the last minutes, ETA, source, destination, and whether a live process is
+    working on the job now."""
     path = find_journal(DEFAULT_WORK_ROOT, journal)
-    with Journal.open(path, readonly=True) as jr:
-        report = jr.status()
-    if as_json:
-        print(json.dumps(report.to_json(), indent=2, sort_keys=True))
-    else:
-        print(render_text(report))
+    clear = watch and not as_json and sys.stdout.isatty()
+    while True:
+        with Journal.open(path, readonly=True) as jr:
+            report = jr.status()
+            job = jr.job()
+            activity = job_activity(
+                job.config if job else {},
+                job.started_at if job else None,
+                jr.events(),
+                report,
+                live_holder(jr.path),
+            )
+        if as_json:
+            data = {**report.to_json(), **activity.to_json()}
+            print(json.dumps(data, sort_keys=True, indent=None if watch else 2), flush=True)
+        else:
+            if clear:
+                print("\033[H\033[2J", end="")
+            print(render_activity(activity, report.done) + render_text(report), flush=True)
+        if not watch or report.done:
+            return
+        time.sleep(every)
 
 
-app.command(name="verify")(verify)
-app.command(name="export-eee")(export_eee_command)
+app.command(
+    name="verify",
+    epilog=examples("helmproc verify", "helmproc verify --json --journal PATH"),
+)(verify)
+app.command(
+    name="export-eee",
+    epilog=examples(
+        "helmproc export-eee --from helm-eee-dataset --to eee-out",
+        "helmproc export-eee --from helm-eee-dataset --to eee-out --json",
+    ),
+)(export_eee_command)
 
 
 def main() -> None:
@@ -272,13 +486,18 @@ def main() -> None:
         rc = app(standalone_mode=False)
     except (KeyboardInterrupt, JobInterrupted) as exc:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # already stopping: a late Ctrl-C is moot
-        detail = f" ({exc})" if isinstance(exc, JobInterrupted) else ""
-        say(f"helmproc: interrupted{detail}; `helmproc resume` continues where this stopped")
+        if isinstance(exc, JobInterrupted):
+            detail = f" ({exc})"
+        elif str(exc):  # the second Ctrl-C: workers were stopped at once
+            detail = f" ({exc}: stopped at once, the chunks in flight are redone on resume)"
+        else:
+            detail = ""
+        say(interrupted_message(detail, _job_recorded))
         sys.exit(EXIT_INTERRUPTED)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.Abort:
-        say("helmproc: interrupted; `helmproc resume` continues where this stopped")
+        say(interrupted_message("", _job_recorded))
         sys.exit(EXIT_INTERRUPTED)
     except typer.TyperException as exc:  # usage errors: click's own message, exit 2
         show = getattr(exc, "show", None)
@@ -286,7 +505,7 @@ def main() -> None:
             show()
         sys.exit(getattr(exc, "exit_code", EXIT_USAGE))
     except Exception as exc:
-        described = describe(exc)
+        described = describe(exc, _job_recorded)
         if described is None:
             raise
         message, code = described

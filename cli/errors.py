@@ -1,8 +1,10 @@
 """The one table from exception type to what the user reads, and the exit code.
 
 Ordered: the first row whose type matches wins, so subclasses come before their bases. Each
-message names what went wrong and the next command to try. Messages are built from the
-exception text, which never contains a token (publishers strip credentials before raising).
+message names what went wrong and the next command to try, chosen for the situation: a row's
+``hint_no_job`` is used when no job was recorded (nothing to ``resume``: a failure while
+planning, or a ``list`` command). Messages are built from the exception text, which never
+contains a token (publishers strip credentials before raising).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from helmproc.engine.errors import (
     PublishError,
     SourceError,
     TransientError,
+    UnreachableError,
 )
 
 EXIT_OK = 0
@@ -36,6 +39,10 @@ class ErrorRow:
     title: str
     hint: str
     exit_code: int = EXIT_ERROR
+    hint_no_job: str | None = None  # when no job was recorded (default: ``hint``)
+
+
+AGAIN = "run the same command again"
 
 
 @functools.cache
@@ -43,7 +50,11 @@ def error_table() -> tuple[ErrorRow, ...]:
     """The table, built on first use: the export writer (pyarrow.compute) and the Hub errors
     (requests) are imported only when an error is described, not at every start-up."""
     from helmproc.engine.export.writer import DatasetError, DatasetNotFoundError, ExportIOError
-    from helmproc.engine.publish.hub_failures import HubAuthError, HubUnavailableError
+    from helmproc.engine.publish.hub_failures import (
+        HubAuthError,
+        HubTokenMissingError,
+        HubUnavailableError,
+    )
 
     return (
         ErrorRow(
@@ -67,16 +78,30 @@ def error_table() -> tuple[ErrorRow, ...]:
         ),
         ErrorRow(JournalError, "journal error", "`helmproc status` shows what the journal holds"),
         ErrorRow(ConfigError, "invalid configuration", "see `helmproc run --help`", EXIT_USAGE),
+        ErrorRow(
+            UnreachableError,
+            "",
+            "`helmproc resume` continues once the network is back",
+            hint_no_job="offline, try the HELM output bundled with the tests: "
+            "`helmproc run --source tests/data/benchmark_output`",
+        ),
         ErrorRow(SourceError, "cannot read the source", "check the --source / --release / --suite"),
+        ErrorRow(
+            HubTokenMissingError,
+            "no Hugging Face token (the Hub was not contacted)",
+            f"set HF_TOKEN to a write token (or `hf auth login`), then {AGAIN}",
+        ),
         ErrorRow(
             HubAuthError,
             "the Hugging Face Hub refused the credentials",
             "set HF_TOKEN to a write token (or `hf auth login`), then `helmproc resume`",
+            hint_no_job=f"set HF_TOKEN to a write token (or `hf auth login`), then {AGAIN}",
         ),
         ErrorRow(
             HubUnavailableError,
             "the Hugging Face Hub is unavailable or rate limiting",
             "`helmproc resume` continues later; commits that landed are not sent again",
+            hint_no_job=f"{AGAIN} later",
         ),
         ErrorRow(
             DatasetNotFoundError,
@@ -98,21 +123,48 @@ def error_table() -> tuple[ErrorRow, ...]:
             DiskFullError,
             "out of disk space",
             "free space (or lower --disk-budget), then `helmproc resume`",
+            hint_no_job=f"free space, then {AGAIN}",
         ),
-        ErrorRow(PublishError, "publishing failed", "fix the destination, then `helmproc resume`"),
         ErrorRow(
-            TransientError, "temporary failure", "`helmproc resume` continues where this stopped"
+            PublishError,
+            "publishing failed",
+            "fix the destination, then `helmproc resume`",
+            hint_no_job=f"fix the destination, then {AGAIN}",
         ),
-        ErrorRow(HelmprocError, "error", "`helmproc status` shows the job's state"),
         ErrorRow(
-            OSError, "system error", "fix the cause, then `helmproc resume` continues the job"
+            TransientError,
+            "temporary failure",
+            "`helmproc resume` continues where this stopped",
+            hint_no_job=f"{AGAIN} later",
+        ),
+        ErrorRow(
+            HelmprocError,
+            "error",
+            "`helmproc status` shows the job's state",
+            hint_no_job=f"fix the cause, then {AGAIN}",
+        ),
+        ErrorRow(
+            OSError,
+            "system error",
+            "fix the cause, then `helmproc resume` continues the job",
+            hint_no_job=f"fix the cause, then {AGAIN}",
         ),
     )
 
 
-def describe(exc: BaseException) -> tuple[str, int] | None:
-    """The user-facing message and exit code for ``exc``, or None if it is not ours to explain."""
+def describe(exc: BaseException, job_recorded: bool = True) -> tuple[str, int] | None:
+    """The user-facing message and exit code for ``exc``, or None if it is not ours to explain.
+    ``job_recorded`` is False when the command failed before any job was recorded."""
     for row in error_table():
         if isinstance(exc, row.exc_type):
-            return f"helmproc: {row.title}: {exc}\n  next: {row.hint}", row.exit_code
+            hint = row.hint if job_recorded else row.hint_no_job or row.hint
+            title = f"{row.title}: " if row.title else ""
+            return f"helmproc: {title}{exc}\n  next: {hint}", row.exit_code
     return None
+
+
+def interrupted_message(detail: str, job_recorded: bool) -> str:
+    """What an interrupted command prints last (Ctrl-C, SIGTERM)."""
+    if job_recorded:
+        return f"helmproc: interrupted{detail}; `helmproc resume` continues where this stopped"
+    return f"helmproc: interrupted{detail} before any job was recorded; nothing to resume"

@@ -50,10 +50,16 @@ def render_summary(report: ExportReport) -> str:
 
 def export_eee_command(
     source: Annotated[
-        Path, typer.Option("--from", help="helmproc dataset folder (written by `helmproc run`).")
+        Path,
+        typer.Option(
+            "--from", metavar="DIR", help="helmproc dataset folder (written by `helmproc run`)."
+        ),
     ],
     to: Annotated[
-        Path, typer.Option("--to", help="Folder to write data/<collection>/<dev>/<model>/ into.")
+        Path,
+        typer.Option(
+            "--to", metavar="OUT", help="Folder to write data/<collection>/<dev>/<model>/ into."
+        ),
     ],
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,

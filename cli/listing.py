@@ -10,12 +10,14 @@ folder) and writes nothing, so an interrupted listing leaves no trace. Results g
 from __future__ import annotations
 
 import json
-import sys
+import re
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from helmproc.cli.narration import count, examples, say
+from helmproc.cli.option_checks import at_least
 from helmproc.engine.errors import ConfigError
 from helmproc.engine.sources.bucket import (
     BENCHMARK_OUTPUT,
@@ -26,15 +28,24 @@ from helmproc.engine.sources.bucket import (
     is_url,
 )
 from helmproc.engine.sources.filters import FilteredSource, RunFilters
-from helmproc.engine.sources.folder import RUNS_INDEX, DirSource, MultiSource, Source, version_key
+from helmproc.engine.sources.folder import (
+    RUNS_INDEX,
+    DirSource,
+    MultiSource,
+    Source,
+    folder_problem,
+    project_for_folder,
+    version_key,
+)
 
 SourceOpt = Annotated[
     str | None,
     typer.Option(
         "--source",
         metavar="DIR|URL",
-        help="Local benchmark_output/ (or folder of run dirs), or a bucket base URL "
-        f"(default: {DEFAULT_BASE_URL}).",
+        help="Local benchmark_output/ folder (or a folder of run folders, or one run folder), "
+        "or an http(s) bucket base URL.",
+        show_default=DEFAULT_BASE_URL,
     ),
 ]
 BenchmarksOpt = Annotated[
@@ -51,9 +62,16 @@ BenchmarkOpt = Annotated[
 ]
 ReleaseOpt = Annotated[
     str | None,
-    typer.Option("--release", help="Release to read; 'latest' (the bucket's default) = newest."),
+    typer.Option(
+        "--release",
+        metavar="R",
+        help="Release to read; 'latest' (the bucket's default) = newest. A plain HTTP mirror "
+        "cannot list releases: name one.",
+    ),
 ]
-SuiteOpt = Annotated[str | None, typer.Option("--suite", help="Suite to read (suite mode).")]
+SuiteOpt = Annotated[
+    str | None, typer.Option("--suite", metavar="S", help="Suite to read (suite mode).")
+]
 AdapterMethodOpt = Annotated[
     list[str] | None,
     typer.Option(
@@ -85,20 +103,26 @@ ExcludeOpt = Annotated[
 LimitOpt = Annotated[
     int | None,
     typer.Option(
-        "--limit", min=1, metavar="N", help="Keep only the first N runs (sorted, after filters)."
+        "--limit",
+        metavar="N",
+        callback=at_least(1),
+        help="Keep only the first N runs (sorted, after filters).",
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of lines.")]
+# ftp://, gs://, s3://, file://...: schemes a --source cannot be (only http(s) is read)
+OTHER_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
 list_app = typer.Typer(
     name="list",
     help="List releases, suites or runs of a HELM project without processing them.",
     no_args_is_help=True,
+    epilog=examples(
+        "helmproc list releases --benchmark lite",
+        "helmproc list runs --benchmark lite --model openai/gpt2",
+        "helmproc list suites --source tests/data/benchmark_output",
+    ),
 )
-
-
-def say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
 
 
 def project_from_url(base_url: str) -> str | None:
@@ -120,9 +144,17 @@ def build_source(
 
     No ``--source`` or an http(s) URL: the bucket, one ``HttpSource`` per ``--benchmark``
     (release ``latest`` unless ``--release``/``--suite``). Otherwise a local ``DirSource``
-    (one project). Several projects become a ``MultiSource``; filters wrap the result.
+    (one project, named by ``project_for_folder``). Several projects become a
+    ``MultiSource``; filters wrap the result. Another URL scheme is refused.
     """
     names = list(dict.fromkeys(b for b in (benchmarks or []) if b))
+    if source is not None and not is_url(source):
+        scheme = OTHER_SCHEME.match(source)
+        if scheme:
+            raise ConfigError(
+                f"--source {source}: unsupported scheme {scheme.group(1)}:// (use a local "
+                "folder or an http(s) URL)"
+            )
     if source is None or is_url(source):
         base = source or DEFAULT_BASE_URL
         if not names:
@@ -144,7 +176,7 @@ def build_source(
         parts = [
             DirSource(
                 source,
-                project=names[0] if names else None,
+                project=project_for_folder(source, names[0] if names else None)[0],
                 release=None if release == LATEST else release,
                 suite=suite,
             )
@@ -158,8 +190,9 @@ def build_source(
 def _releases(source: str | None, benchmark: str | None) -> list[str]:
     if source is not None and not is_url(source):
         root = Path(source)
-        if not root.is_dir():
-            raise ConfigError(f"source directory not found: {root}")
+        problem = folder_problem(root)
+        if problem is not None:
+            raise ConfigError(problem)
         found = [p.name for p in (root / "releases").glob("*") if (p / RUNS_INDEX).is_file()]
         return sorted(found, key=version_key, reverse=True)
     src = build_source(source, [benchmark] if benchmark else None, LATEST, None)
@@ -170,8 +203,9 @@ def _releases(source: str | None, benchmark: str | None) -> list[str]:
 def _suites(source: str | None, benchmark: str | None) -> list[str]:
     if source is not None and not is_url(source):
         root = Path(source)
-        if not root.is_dir():
-            raise ConfigError(f"source directory not found: {root}")
+        problem = folder_problem(root)
+        if problem is not None:
+            raise ConfigError(problem)
         found = [p.name for p in (root / "runs").glob("*") if p.is_dir() and p.name != "eval_cache"]
         return sorted(found, key=version_key, reverse=True)
     src = build_source(source, [benchmark] if benchmark else None, LATEST, None)
@@ -185,26 +219,46 @@ def _print_names(names: list[str], what: str, as_json: bool) -> None:
     else:
         for name in names:
             print(name)
-    say(f"helmproc: {len(names)} {what}")
+    say(f"helmproc: {count(len(names), what)}")
 
 
-@list_app.command("releases")
+@list_app.command(
+    "releases",
+    epilog=examples(
+        "helmproc list releases --benchmark lite",
+        "helmproc list releases --benchmark mmlu --json",
+        "helmproc list releases --source DIR/benchmark_output",
+    ),
+)
 def list_releases(
     benchmark: BenchmarkOpt = None, source: SourceOpt = None, as_json: JsonOpt = False
 ) -> None:
     """Releases of a project, newest first."""
-    _print_names(_releases(source, benchmark), "releases", as_json)
+    _print_names(_releases(source, benchmark), "release", as_json)
 
 
-@list_app.command("suites")
+@list_app.command(
+    "suites",
+    epilog=examples(
+        "helmproc list suites --benchmark heim",
+        "helmproc list suites --source tests/data/benchmark_output",
+    ),
+)
 def list_suites(
     benchmark: BenchmarkOpt = None, source: SourceOpt = None, as_json: JsonOpt = False
 ) -> None:
     """Suites of a project (its runs/ folders), newest first."""
-    _print_names(_suites(source, benchmark), "suites", as_json)
+    _print_names(_suites(source, benchmark), "suite", as_json)
 
 
-@list_app.command("runs")
+@list_app.command(
+    "runs",
+    epilog=examples(
+        "helmproc list runs --benchmark lite --adapter-method generation",
+        "helmproc list runs --benchmark lite --model openai/gpt2 --json",
+        "helmproc list runs --source tests/data/benchmark_output --include mmlu",
+    ),
+)
 def list_runs(
     benchmark: BenchmarksOpt = None,
     source: SourceOpt = None,
@@ -230,4 +284,4 @@ def list_runs(
             print(f"{ref.project}\t{ref.suite}\t{ref.run_name}")
     releases = sorted({ref.release for ref in refs if ref.release})
     where = f" (release {', '.join(releases)})" if releases else ""
-    say(f"helmproc: {len(refs)} runs{where}")
+    say(f"helmproc: {count(len(refs), 'run')}{where}")

@@ -106,6 +106,7 @@ def verify(
         Path | None,
         typer.Option(
             "--journal",
+            metavar="PATH",
             help="Journal file of the job (default: the job `run` last started in this directory).",
         ),
     ] = None,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +22,41 @@ class HelmprocError(Exception):
 
 class TransientError(HelmprocError):
     """A failure that may succeed when retried (network, rate limit, busy resource)."""
+
+
+class UnreachableError(TransientError):
+    """A host could not be reached at all: its name did not resolve, or it refused the
+    connection before sending a byte. Raised at once, never retried (offline is not a blip)."""
+
+    def __init__(self, host: str, advice: str) -> None:
+        super().__init__(host, advice)
+        self.host = host
+        self.advice = advice
+
+    def __str__(self) -> str:
+        return f"cannot reach {self.host}: offline? {self.advice}"
+
+
+def never_connected(exc: BaseException) -> bool:
+    """Whether ``exc`` (from any HTTP client) means the host was never reached: its name did
+    not resolve (``socket.gaierror``) or it refused the connection. Looks through the clients'
+    wrapping exceptions (``__cause__``, ``__context__``, ``reason``, exceptions in ``args``)."""
+    stack: list[object] = [exc]
+    seen: set[int] = set()
+    while stack:
+        cur = stack.pop()
+        if not isinstance(cur, BaseException) or id(cur) in seen:
+            continue
+        seen.add(id(cur))
+        if isinstance(cur, socket.gaierror | ConnectionRefusedError):
+            return True
+        stack += [cur.__cause__, cur.__context__, getattr(cur, "reason", None), *cur.args]
+    return False
+
+
+class WaitInterrupted(TransientError):
+    """A wait on the network (a retry's back-off, a rate limit) was cut short by a stop request
+    (the first Ctrl-C); what it was for is left to ``resume``."""
 
 
 class ConfigError(HelmprocError):

@@ -58,6 +58,27 @@ def read_holder_pid(lock_path: Path) -> int | None:
     return int(text) if text.isdigit() else None
 
 
+def live_holder(journal_path: Path) -> int | None:
+    """The pid of the live process that holds the journal's lock now, or None.
+
+    Read without touching the lock (a probe could make a starting coordinator fail): the pid
+    recorded in the lock file counts only while that process is alive and has the lock file
+    open, which a holder does for as long as it holds the lock; a stale pid left by a process
+    that ended (or a reused pid) has not.
+    """
+    import psutil
+
+    lock_path = lock_path_for(journal_path)
+    pid = read_holder_pid(lock_path)
+    if pid is None:
+        return None
+    try:
+        opened = {Path(f.path) for f in psutil.Process(pid).open_files()}
+    except (psutil.Error, OSError):
+        return None
+    return pid if lock_path.resolve() in {p.resolve() for p in opened} else None
+
+
 class CoordinatorLock:
     """An exclusive, non-blocking flock on ``<journal path>.lock``, held until ``release``."""
 

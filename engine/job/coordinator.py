@@ -35,7 +35,9 @@ destination's ``max_commits_per_hour`` unless ``commits_per_hour`` overrides it.
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import time
 import uuid
 from collections import deque
@@ -45,9 +47,10 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
+from helmproc.engine.chunks.pid_files import running_workers
 from helmproc.engine.chunks.shards import remove_temp_files
 from helmproc.engine.chunks.worker import ChunkResult, ChunkSpec
-from helmproc.engine.errors import DiskFullError, HelmprocError, PublishError
+from helmproc.engine.errors import DiskFullError, HelmprocError, PublishError, WaitInterrupted
 from helmproc.engine.facts import ChunkPlan, RunOutcome, ShardFact
 from helmproc.engine.job.executors import ChunkExecutor, make_executor
 from helmproc.engine.job.interrupts import JobInterrupted, StopRequest
@@ -265,6 +268,10 @@ class Coordinator:
                 f"retrying {n_runs} failed runs: processing their {len(repairs.retried)} "
                 "chunks again"
             )
+        kept = [  # chunks whose runs are already converted and stay as they are
+            s for cid, s in statuses.items() if cid not in self._retrying and s.outcomes
+            and cid not in repairs.to_process
+        ]
         self.progress.start(
             total_chunks=len(self.plan),
             done_chunks=sum(
@@ -273,6 +280,8 @@ class Coordinator:
                 if s.state is ChunkState.CLEANED and cid not in self._retrying
             ),
             total_runs=sum(len(c.runs) for c in self.plan.values()),
+            done_runs=sum(len(s.outcomes) for s in kept),
+            done_rows=sum(o.n_rows for s in kept for o in s.outcomes),
         )
         for cid, commit in repairs.recovered_uploads:
             self.journal.record_uploaded(cid, commit)
@@ -295,6 +304,7 @@ class Coordinator:
         inflight: dict[Future[Any], Task] = {}
         card_at = time.monotonic()
         while (queue and not self._halted(stop)) or inflight or committer.pending:
+            self.progress.tick()
             self._halted(stop)  # says a stop request as soon as one arrived
             while (
                 queue
@@ -332,6 +342,10 @@ class Coordinator:
                     shutil.rmtree(self.pid_dir, ignore_errors=True)
                     pool = self.pool_factory(self.options.max_workers)
             for report in committer.reports(timeout=0 if inflight else POLL_S):
+                if isinstance(report.error, WaitInterrupted):  # stop requested: resume
+                    for cid in report.chunk_ids:  # publishes these (still `processed`)
+                        staged.pop(cid, None)
+                    continue
                 self._check_report(report)
                 for cid in report.chunk_ids:
                     self.journal.record_uploaded(cid, report.commit_id or "")
@@ -351,6 +365,11 @@ class Coordinator:
                 f"{stop.requested}: finishing the chunks in flight, then stopping "
                 "(again to stop at once; `helmproc resume` continues)"
             )
+            for pid in running_workers(self.pid_dir):  # their network waits end too (a
+                try:  # terminal's Ctrl-C reaches them already; `kill -INT` of this one does not)
+                    os.kill(pid, signal.SIGINT)
+                except ProcessLookupError:
+                    pass
         return bool(stop.requested) or self._fatal is not None
 
     def _task_failed(
@@ -375,6 +394,9 @@ class Coordinator:
             return
         if isinstance(exc, BrokenProcessPool) and self.overruns.pool_killed:
             queue.appendleft(task)  # collateral of another piece's overrun: not its fault
+            return
+        if isinstance(exc, WaitInterrupted):  # a network wait ended by the stop request:
+            queue.appendleft(task)  # not a failure; the chunk stays as journaled for resume
             return
         reason = str(exc) if isinstance(exc, HelmprocError) else f"{type(exc).__name__}: {exc}"
         self._record_failed(task.chunk_id, reason)

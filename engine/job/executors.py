@@ -37,7 +37,7 @@ from helmproc.engine.chunks.worker import (
     w_process_chunk,
 )
 from helmproc.engine.errors import ConfigError, PublishError
-from helmproc.engine.job.interrupts import ignore_sigint
+from helmproc.engine.job.interrupts import worker_sigint
 
 LOCAL = "local"
 DASK_SCHEME = "dask://"
@@ -68,9 +68,10 @@ FORKSERVER_LIFELINE = "helmproc.engine.chunks.forkserver_lifeline"
 
 
 def init_worker() -> None:
-    """Pool worker initializer: Ctrl-C is the coordinator's to handle, and the worker dies
-    with the fork server (so with the coordinator: ``chunks/lifeline.py``)."""
-    ignore_sigint()
+    """Pool worker initializer: Ctrl-C is the coordinator's to handle (a worker's SIGINT only
+    ends its network waits), and the worker dies with the fork server (so with the
+    coordinator: ``chunks/lifeline.py``)."""
+    worker_sigint()
     die_with_parent()
 
 

@@ -6,8 +6,11 @@ flight finish, be journaled and published; the job then ends with ``JobInterrupt
 they were writing is a stray temp file that ``resume`` sweeps. Either way the journal only
 ever holds facts that were durable, so ``helmproc resume`` completes the job.
 
-Workers ignore SIGINT (a Ctrl-C on a terminal reaches the whole process group): only the
-coordinator decides when they stop.
+The first signal also ends every wait on the network at once (``engine/stop_waits.py``): a
+retry's back-off or a rate-limit wait of the source or the Hub raises ``WaitInterrupted``, and
+the chunk or commit it was for stays as journaled, for ``resume``. Workers keep converting on
+SIGINT (a Ctrl-C on a terminal reaches the whole process group): only the coordinator decides
+when they stop; their SIGINT only ends the network waits (``worker_sigint``).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import threading
 from types import FrameType
 from typing import Any
 
+from helmproc.engine import stop_waits
 from helmproc.engine.errors import HelmprocError
 
 
@@ -24,9 +28,14 @@ class JobInterrupted(HelmprocError):
     """The job stopped early on request; everything journaled so far is kept."""
 
 
-def ignore_sigint() -> None:
-    """Pool worker initializer."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+def _worker_sigint(signum: int, frame: FrameType | None) -> None:
+    stop_waits.interrupt_network_call("download")
+
+
+def worker_sigint() -> None:
+    """Pool worker initializer: SIGINT ends network waits, never the conversion itself."""
+    stop_waits.clear()
+    signal.signal(signal.SIGINT, _worker_sigint)
 
 
 class StopRequest:
@@ -45,6 +54,7 @@ class StopRequest:
         if self.requested:
             raise KeyboardInterrupt(f"second {name}")
         self.requested = name
+        stop_waits.request()
 
     def __enter__(self) -> StopRequest:
         if threading.current_thread() is threading.main_thread():
@@ -56,3 +66,4 @@ class StopRequest:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
+        stop_waits.clear()

@@ -1,7 +1,10 @@
 """Progress reporting: live bars on a TTY, periodic log lines otherwise, nothing when quiet.
 
 All output goes to stderr (stdout is for results). Progress keeps no state that matters
-across a crash; on resume it starts from the journal's counts.
+across a crash; on resume it starts from the journal's counts (``start``'s ``done_runs`` and
+``done_rows``: the runs of chunks already processed), and its rates count this session only.
+The coordinator calls ``tick`` on every turn of its loop, so log lines keep coming every
+``LOG_INTERVAL_S`` seconds even while no chunk finishes (a stall is never silent).
 """
 
 from __future__ import annotations
@@ -14,7 +17,15 @@ LOG_INTERVAL_S = 10.0
 
 
 class Progress(Protocol):
-    def start(self, total_chunks: int, done_chunks: int, total_runs: int) -> None: ...
+    def start(
+        self,
+        total_chunks: int,
+        done_chunks: int,
+        total_runs: int,
+        done_runs: int = 0,
+        done_rows: int = 0,
+    ) -> None: ...
+    def tick(self) -> None: ...
     def chunk_processed(self, result: Any) -> None: ...
     def chunk_published(self, chunk_id: int, n_runs: int) -> None: ...
     def chunk_failed(self, chunk_id: int, reason: str) -> None: ...
@@ -23,7 +34,17 @@ class Progress(Protocol):
 
 
 class NullProgress:
-    def start(self, total_chunks: int, done_chunks: int, total_runs: int) -> None:
+    def start(
+        self,
+        total_chunks: int,
+        done_chunks: int,
+        total_runs: int,
+        done_runs: int = 0,
+        done_rows: int = 0,
+    ) -> None:
+        pass
+
+    def tick(self) -> None:
         pass
 
     def chunk_processed(self, result: Any) -> None:
@@ -53,11 +74,18 @@ class Counters:
         self.runs = 0
         self.failed_runs = 0
         self.rows = 0
+        self.rows_before = 0  # rows of runs done before this session
         self.processed_chunks = 0
+
+    def begin(
+        self, total_chunks: int, done_chunks: int, total_runs: int, done_runs: int, done_rows: int
+    ) -> None:
+        self.total_chunks, self.done_chunks, self.total_runs = total_chunks, done_chunks, total_runs
+        self.runs, self.rows, self.rows_before = done_runs, done_rows, done_rows
 
     def rate_and_eta(self) -> tuple[float, float | None]:
         elapsed = max(time.monotonic() - self.t0, 1e-9)
-        rate = self.rows / elapsed
+        rate = (self.rows - self.rows_before) / elapsed
         left = self.total_chunks - self.done_chunks
         if self.processed_chunks == 0:
             return rate, None
@@ -96,9 +124,19 @@ class LogProgress(Counters):
             flush=True,
         )
 
-    def start(self, total_chunks: int, done_chunks: int, total_runs: int) -> None:
-        self.total_chunks, self.done_chunks, self.total_runs = total_chunks, done_chunks, total_runs
+    def start(
+        self,
+        total_chunks: int,
+        done_chunks: int,
+        total_runs: int,
+        done_runs: int = 0,
+        done_rows: int = 0,
+    ) -> None:
+        self.begin(total_chunks, done_chunks, total_runs, done_runs, done_rows)
         self._line(force=True)
+
+    def tick(self) -> None:
+        self._line()
 
     def chunk_processed(self, result: Any) -> None:
         self.absorb(result)
@@ -146,13 +184,25 @@ class BarProgress(Counters):
         self._chunks: Any = None
         self._runs: Any = None
 
-    def start(self, total_chunks: int, done_chunks: int, total_runs: int) -> None:
-        self.total_chunks, self.done_chunks, self.total_runs = total_chunks, done_chunks, total_runs
+    def start(
+        self,
+        total_chunks: int,
+        done_chunks: int,
+        total_runs: int,
+        done_runs: int = 0,
+        done_rows: int = 0,
+    ) -> None:
+        self.begin(total_chunks, done_chunks, total_runs, done_runs, done_rows)
         self._bars.start()
         self._chunks = self._bars.add_task(
             "chunks published", total=total_chunks, completed=done_chunks, extra=""
         )
-        self._runs = self._bars.add_task("runs converted", total=total_runs, extra="")
+        self._runs = self._bars.add_task(
+            "runs converted", total=total_runs, completed=done_runs, extra=""
+        )
+
+    def tick(self) -> None:
+        pass  # rich refreshes the bars (and their elapsed time) by itself
 
     def chunk_processed(self, result: Any) -> None:
         self.absorb(result)

@@ -6,16 +6,20 @@ Layout under the work root (default ``./.helmproc`` in the working directory):
     .helmproc/jobs/<key>/journal.sqlite
     .helmproc/jobs/<key>/staging/      shards processed but not yet cleaned
     .helmproc/jobs/<key>/scratch/      per-chunk downloads (removed after each chunk)
+    .helmproc/jobs/<key>/runtime.json  the runtime options `run` was given (--max-workers, ...)
 
 The key hashes the job id (source + plan) together with the destination, so asking for the
 same job again finds the same journal and continues it, while the same source sent to another
 destination is a separate job. ``latest`` is replaced atomically; losing it only means
-``resume``/``status`` need ``--journal``.
+``resume``/``status`` need ``--journal``. ``runtime.json`` is replaced atomically too; it holds
+only the options ``run`` was given (not part of the job's identity), which ``resume`` reuses
+unless overridden; without it ``resume`` uses the defaults.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -57,6 +61,11 @@ class JobPaths:
         return self._beside("scratch")
 
     @property
+    def runtime_options(self) -> Path:
+        """The runtime options ``run`` was given (JSON), reused by ``resume``."""
+        return self._beside("runtime.json")
+
+    @property
     def running(self) -> Path:
         """Where workers announce their pids while they work (for the budget's watchdog)."""
         return self._beside("running")
@@ -65,6 +74,23 @@ class JobPaths:
     def for_journal(cls, journal: Path) -> JobPaths:
         resolved = journal.resolve()
         return cls(resolved.parent, resolved.name)
+
+
+def record_runtime_options(paths: JobPaths, options: dict[str, Any]) -> None:
+    """Keep the options given on the command line (None: not given), atomically."""
+    target = paths.runtime_options
+    part = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+    part.write_text(json.dumps(options, sort_keys=True, indent=1) + "\n")
+    os.replace(part, target)
+
+
+def recorded_runtime_options(paths: JobPaths) -> dict[str, Any]:
+    """The options ``record_runtime_options`` kept, or {} (never recorded, or unreadable)."""
+    try:
+        data = json.loads(paths.runtime_options.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def journal_key(job_id: str, destination: dict[str, Any]) -> str:

@@ -37,7 +37,7 @@ from typing import Any, NoReturn, TypeVar
 from urllib.parse import quote, urlsplit
 
 from helmproc.engine.dataset_layout import CARD_PATH
-from helmproc.engine.errors import ConfigError, PublishError
+from helmproc.engine.errors import ConfigError, PublishError, UnreachableError
 from helmproc.engine.facts import ShardFact
 from helmproc.engine.publish.hub_failures import (
     RETRYABLE,
@@ -45,6 +45,7 @@ from helmproc.engine.publish.hub_failures import (
     FailureKind,
     HubAuthError,
     HubRequestError,
+    HubTokenMissingError,
     HubUnavailableError,
     RetryPolicy,
     classify,
@@ -153,6 +154,9 @@ class HubPublisher:
         text = f"{operation} on {self._where()}: {failure.kind.value}"
         text += f" (HTTP {failure.status})" if failure.status else ""
         text += f": {detail}"
+        if failure.kind is FailureKind.UNREACHABLE:
+            host = urlsplit(self.endpoint).hostname or self.endpoint
+            raise UnreachableError(host, "use --to DIR to write a local folder instead") from None
         if failure.kind is FailureKind.AUTH:
             raise HubAuthError(f"{text}; {hint or TOKEN_HINT}") from None
         if failure.kind in RETRYABLE:
@@ -169,7 +173,7 @@ class HubPublisher:
 
     def _require_token(self, operation: str) -> None:
         if not self._token:
-            raise HubAuthError(
+            raise HubTokenMissingError(
                 f"{operation} on {self._where()}: no Hugging Face token; {TOKEN_HINT}"
             )
 
@@ -187,13 +191,17 @@ class HubPublisher:
                     if waited + wait > self.retry.max_rate_wait_s:
                         self._raise(operation, failure)
                     waited += wait
-                    self.retry.sleep(wait)
+                    self.retry.wait(wait, f"{operation}: {failure.kind.value}")
                     continue
                 if failure.kind in RETRYABLE:
                     failures += 1
                     if failures >= self.retry.max_attempts:
                         self._raise(operation, failure)
-                    self.retry.sleep(self.retry.backoff_s(failures))
+                    self.retry.wait(
+                        self.retry.backoff_s(failures),
+                        f"{operation}: {failure.kind.value} (attempt {failures} of "
+                        f"{self.retry.max_attempts})",
+                    )
                     continue
                 self._raise(operation, failure)
 
@@ -373,14 +381,18 @@ class HubPublisher:
                     failures += 1
                     if failures >= self.retry.max_attempts:
                         self._raise(operation, failure)
-                    self.retry.sleep(self.retry.backoff_s(failures))
+                    self.retry.wait(
+                        self.retry.backoff_s(failures),
+                        f"{operation}: {failure.kind.value} (attempt {failures} of "
+                        f"{self.retry.max_attempts})",
+                    )
                     continue
                 if failure.kind is FailureKind.RATE_LIMITED:
                     wait = failure.wait_s or self.retry.backoff_s(1)
                     if waited + wait > self.retry.max_rate_wait_s:
                         self._raise(operation, failure, "rate limited for too long; resume later")
                     waited += wait
-                    self.retry.sleep(wait)
+                    self.retry.wait(wait, f"{operation}: {failure.kind.value}")
                     continue
                 self._raise(operation, failure)
             self._set_head(info.oid)

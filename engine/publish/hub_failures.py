@@ -5,8 +5,10 @@ httpx2 transport error, or either wrapped by the client in a ``RuntimeError``) i
 ``Failure``: rate limited (with the wait the Hub asked for), stale parent (412), server error
 or lost connection (both *ambiguous*: the commit may have landed), auth, not found, or
 terminal. ``RetryPolicy`` holds the budgets and the ``sleep`` function, injectable so tests run
-the waits instantly. ``scrub`` removes the token (and anything shaped like one) from text
-before it goes into an exception, a log line or the journal.
+the waits instantly; by default a wait ends early on a stop request (``engine/stop_waits.py``)
+and each retry prints one line (``notify``). A host never reached (name not resolved,
+connection refused) is ``UNREACHABLE``: not retried. ``scrub`` removes the token (and anything
+shaped like one) from text before it goes into an exception, a log line or the journal.
 
 Nothing here keeps state across a crash: a retry loop interrupted mid-wait simply starts over
 on ``resume``, and the publisher checks the remote before sending a commit again.
@@ -16,12 +18,12 @@ from __future__ import annotations
 
 import enum
 import re
-import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
-from helmproc.engine.errors import PublishError, TransientError
-from helmproc.engine.sources.http_client import parse_retry_after
+from helmproc.engine import stop_waits
+from helmproc.engine.errors import PublishError, TransientError, never_connected
+from helmproc.engine.sources.http_client import parse_retry_after, say_retry
 
 DEFAULT_MAX_ATTEMPTS = 8
 DEFAULT_BASE_DELAY_S = 2.0
@@ -41,6 +43,10 @@ class HubAuthError(PublishError):
     """The Hub refused our credentials (missing token, 401, 403)."""
 
 
+class HubTokenMissingError(HubAuthError):
+    """No token to write with: found before the Hub was contacted."""
+
+
 class HubUnavailableError(TransientError):
     """The Hub kept failing (5xx, connection errors, rate limits) past the retry budget."""
 
@@ -54,6 +60,7 @@ class FailureKind(enum.Enum):
     STALE_PARENT = "stale parent commit"
     SERVER = "server error"
     NETWORK = "connection error"
+    UNREACHABLE = "cannot reach the Hub"
     AUTH = "not authorized"
     NOT_FOUND = "not found"
     TERMINAL = "refused"
@@ -83,7 +90,16 @@ class RetryPolicy:
     max_delay_s: float = DEFAULT_MAX_DELAY_S
     quota_wait_s: float = DEFAULT_QUOTA_WAIT_S
     max_rate_wait_s: float = DEFAULT_MAX_RATE_WAIT_S
-    sleep: Callable[[float], None] = field(default=time.sleep, compare=False, repr=False)
+    sleep: Callable[[float], None] | None = field(default=None, compare=False, repr=False)
+    notify: Callable[[str], None] = field(default=say_retry, compare=False, repr=False)
+
+    def wait(self, seconds: float, why: str) -> None:
+        """Say why and how long, then wait (``sleep``, else until a stop request)."""
+        self.notify(f"{why}; retrying in {seconds:.1f} s")
+        if self.sleep is not None:
+            self.sleep(seconds)
+        else:
+            stop_waits.pause(seconds, why)
 
     def backoff_s(self, failures: int) -> float:
         """Exponential delay after the ``failures``-th consecutive failure (1-based)."""
@@ -140,6 +156,8 @@ def classify(exc: BaseException, policy: RetryPolicy) -> Failure:
             if status == 408 or status >= 500:
                 return Failure(FailureKind.SERVER, status, None, detail)
             return Failure(FailureKind.TERMINAL, status, None, detail)
+        if isinstance(err, httpx2.TransportError | ConnectionError) and never_connected(err):
+            return Failure(FailureKind.UNREACHABLE, None, None, f"{type(err).__name__}: {err}")
         if isinstance(err, httpx2.TransportError):
             return Failure(FailureKind.NETWORK, None, None, f"{type(err).__name__}: {err}")
         if isinstance(err, ConnectionError | TimeoutError):

@@ -48,6 +48,7 @@ from helmproc.engine.input_files import file_too_large
 from helmproc.engine.safe_paths import unsafe_part
 from helmproc.engine.sources.filters import RUN_SPEC_FILE, RUN_SPECS_INDEX, SpecFacts, facts_by_name
 from helmproc.engine.sources.folder import (
+    BENCHMARK_OUTPUT,
     NON_RUN_DIRS,
     RUNS_INDEX,
     RunsIndex,
@@ -66,7 +67,6 @@ from helmproc.engine.sources.http_client import (
 
 DEFAULT_BASE_URL = "https://storage.googleapis.com/crfm-helm-public"
 LATEST = "latest"
-BENCHMARK_OUTPUT = "benchmark_output"
 # Projects whose output was also published at the bucket root (``benchmark_output/``).
 ROOT_PREFIX_PROJECTS = frozenset({"classic"})
 # The converter's inputs, smallest first; then optional files whose absence is fine.
@@ -221,7 +221,14 @@ class HttpSource:
         token: str | None = None
         for _ in range(MAX_LISTING_PAGES):
             url = self.bucket.listing_url(prefix, token, self.page_size)
-            page = self.client.get_json(url)
+            try:
+                page = self.client.get_json(url)
+            except HttpNotFoundError:
+                raise SourceError(
+                    f"listing {prefix} needs the GCS JSON API, which {self.bucket.origin} does "
+                    f"not serve (HTTP 404 at {redact(url)}): a plain HTTP mirror cannot list, so "
+                    "pass --release R (or --suite S) to name what to read"
+                ) from None
             if not isinstance(page, dict):
                 raise SourceError(f"GET {redact(url)}: expected a JSON object listing")
             for child in page.get("prefixes") or ():

@@ -13,7 +13,13 @@ DirSource modes, chosen from what ``root`` holds:
 - suite mode (``suite`` given, or ``root/runs/`` without releases: every suite in turn):
   every run directory in ``runs/<S>/``;
 - bare folder: ``root`` itself holds run directories. Their names may differ from the run
-  name (e.g. ``:`` replaced by ``-``), so the run name is read from each ``run_spec.json``.
+  name (e.g. ``:`` replaced by ``-``), so the run name is read from each ``run_spec.json``;
+- a single run: ``root`` is one run directory (it holds ``run_spec.json``); the job has that
+  one run, read as a bare folder of one from ``root``'s parent (config key ``run``).
+
+A path that is not a folder is refused with what it is (missing, a file). The project name of
+a local source (``project_for_folder``) is the one given, else the name of the folder holding
+``benchmark_output/`` (as in the bucket's ``<project>/benchmark_output/``), else ``local``.
 
 Other sources: ``HttpSource`` (``bucket.py``), ``MultiSource`` (several projects in one job),
 and any of them wrapped in a ``FilteredSource`` (``filters.py``), whose filters are part of the
@@ -49,6 +55,7 @@ from helmproc.engine.sources.filters import SpecFacts, local_spec_facts
 # Directory names HELM writes next to run directories that are not runs.
 NON_RUN_DIRS = frozenset({"eval_cache", "groups"})
 RUNS_INDEX = "runs_to_run_suites.json"
+BENCHMARK_OUTPUT = "benchmark_output"
 DEFAULT_LOCAL_PROJECT = "local"
 # The files converting a run reads: the five helm-run files, and the keys of encrypted runs.
 RUN_INPUT_FILES = (
@@ -186,6 +193,31 @@ def is_run_dir(path: Path) -> bool:
     return path.is_dir() and path.name not in NON_RUN_DIRS and (path / "run_spec.json").exists()
 
 
+def project_for_folder(root: str | Path, given: str | None) -> tuple[str, str]:
+    """A local source's project name and why it was chosen: ``given`` (``--benchmark``), else
+    the folder holding the nearest ``benchmark_output/`` at or above ``root``, else ``local``."""
+    if given:
+        return given, "--benchmark"
+    path = Path(root).resolve()
+    for folder in (path, *path.parents):
+        if folder.name == BENCHMARK_OUTPUT and folder.parent.name:
+            return folder.parent.name, f"the folder holding {folder}"
+    return DEFAULT_LOCAL_PROJECT, f"no --benchmark, and no {BENCHMARK_OUTPUT}/ above the source"
+
+
+def folder_problem(path: Path) -> str | None:
+    """What is wrong with ``path`` as a local source folder, or None."""
+    if path.is_dir():
+        return None
+    if not path.exists():
+        return f"source folder not found: {path}"
+    kind = "a file" if path.is_file() else "not a folder"
+    return (
+        f"--source {path} is {kind}: pass a benchmark_output/ folder, a folder of run "
+        "folders or one run folder (holding run_spec.json)"
+    )
+
+
 class DirSource:
     """HELM runs in a local directory (see module docstring for the three modes)."""
 
@@ -198,26 +230,36 @@ class DirSource:
         project: str | None = None,
         release: str | None = None,
         suite: str | None = None,
+        run: str | None = None,
     ) -> None:
         self.root = Path(root).resolve()
         self.project = project or DEFAULT_LOCAL_PROJECT
         if release and suite:
             raise ConfigError("give either --release or --suite, not both")
-        if not self.root.is_dir():
-            raise ConfigError(f"source directory not found: {self.root}")
+        problem = folder_problem(self.root)
+        if problem is not None:
+            raise ConfigError(problem)
+        if run is None and is_run_dir(self.root):  # one run folder: its parent, that run only
+            if release or suite:
+                raise ConfigError(f"{self.root} is one run folder: --release/--suite do not apply")
+            self.root, run = self.root.parent, self.root.name
         self.release = release
         self.suite = suite
+        self.run = run
         self._indexes: dict[str, RunsIndex] = {}
 
     @property
     def config(self) -> dict[str, Any]:
-        return {
+        config = {
             "kind": self.kind,
             "root": str(self.root),
             "project": self.project,
             "release": self.release,
             "suite": self.suite,
         }
+        if self.run is not None:
+            config["run"] = self.run
+        return config
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> DirSource:
@@ -226,10 +268,13 @@ class DirSource:
             project=config.get("project"),
             release=config.get("release"),
             suite=config.get("suite"),
+            run=config.get("run"),
         )
 
     # -- discovery -----------------------------------------------------------------------
     def discover(self) -> list[RunRef]:
+        if self.run is not None:
+            return self._bare_runs(only=self.run)
         if self.release is not None:
             return self._release_runs(self.release)
         if self.suite is not None and (self.root / "runs").is_dir():
@@ -277,10 +322,11 @@ class DirSource:
             if is_run_dir(p)
         )
 
-    def _bare_runs(self) -> list[RunRef]:
+    def _bare_runs(self, only: str | None = None) -> list[RunRef]:
         suite = self.suite or self.root.name
         refs: dict[tuple[str, str, str], RunRef] = {}
-        for p in sorted(self.root.iterdir()):
+        found = [self.root / only] if only is not None else sorted(self.root.iterdir())
+        for p in found:
             if not is_run_dir(p):
                 continue
             name = (None if outside_root(p, self.root) else run_name_from_spec(p)) or p.name

@@ -6,8 +6,12 @@ what ``min_rate_bytes_s`` needs, so multi-GB files are not cut), so nothing hang
 Connection errors, timeouts, 408, 429 (waiting at least its ``Retry-After``), 5xx, truncated
 bodies, length or checksum mismatches and broken gzip streams are retried with exponential backoff
 and full jitter, up to ``max_attempts``; then ``HttpRetriesExhaustedError`` (a
-``TransientError``) names the URL and the last failure. 404 raises ``HttpNotFoundError`` at
-once; any other status ``HttpStatusError``.
+``TransientError``) names the URL and the last failure. Each retry prints one line on stderr
+(``on_retry``), so a stall is never silent, and its wait ends early on a stop request
+(``engine/stop_waits.py``: ``WaitInterrupted``). A host that cannot be reached at all (its name
+does not resolve, or it refuses the connection before any byte) raises ``UnreachableError`` at
+once: offline is not a blip. 404 raises ``HttpNotFoundError`` at once; any other status
+``HttpStatusError``.
 
 Downloads stream to ``<dest>.part`` and are renamed to ``dest`` only once complete and checked,
 so a crash leaves at most a ``.part`` file in the caller's scratch folder (the worker removes the
@@ -29,6 +33,8 @@ import hashlib
 import json
 import os
 import random
+import re
+import sys
 import tempfile
 import threading
 import time
@@ -38,14 +44,22 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import google_crc32c
 import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 
-from helmproc.engine.errors import SourceError, TransientError, disk_full_as_error
-from helmproc.engine.url_secrets import strip_credentials
+from helmproc.engine import stop_waits
+from helmproc.engine.errors import (
+    SourceError,
+    TransientError,
+    UnreachableError,
+    disk_full_as_error,
+    never_connected,
+)
+from helmproc.engine.url_secrets import strip_credentials, strip_text
 
 T = TypeVar("T")
 
@@ -181,6 +195,11 @@ def process_session() -> requests.Session:
         return _session
 
 
+def say_retry(line: str) -> None:
+    """The default ``on_retry``: one line on stderr per retry."""
+    print(f"helmproc: {line}", file=sys.stderr, flush=True)
+
+
 def redact(url: str) -> str:
     """``url`` without credentials (user:password, key or token parameters), for messages."""
     return strip_credentials(url)
@@ -248,11 +267,13 @@ class HttpClient:
         settings: ClientSettings | None = None,
         *,
         session: requests.Session | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
+        on_retry: Callable[[str], None] = say_retry,
     ) -> None:
         self.settings = settings or ClientSettings()
         self._session = session
         self._sleep = sleep
+        self._on_retry = on_retry
 
     @property
     def session(self) -> requests.Session:
@@ -284,6 +305,7 @@ class HttpClient:
     def _retrying(self, url: str, attempt_once: Callable[[], T]) -> T:
         settings = self.settings
         for attempt in range(1, settings.max_attempts + 1):
+            stop_waits.check(f"GET {redact(url)}")
             try:
                 return attempt_once()
             except _Retryable as exc:
@@ -299,7 +321,14 @@ class HttpClient:
                             f"{settings.max_retry_after_s:.0f}s",
                         ) from None
                     delay = max(delay, exc.retry_after_s)
-                self._sleep(delay)
+                self._on_retry(
+                    f"GET {redact(url)}: {exc.reason}; attempt {attempt + 1} of "
+                    f"{settings.max_attempts} in {delay:.1f} s"
+                )
+                if self._sleep is not None:
+                    self._sleep(delay)
+                else:
+                    stop_waits.pause(delay, f"GET {redact(url)}")
         raise AssertionError("unreachable: max_attempts must be at least 1")
 
     # -- one attempt -----------------------------------------------------------------------
@@ -316,7 +345,9 @@ class HttpClient:
                 timeout=(settings.connect_timeout_s, settings.read_timeout_s),
             )
         except _WIRE_ERRORS as exc:
-            raise _Retryable(f"{type(exc).__name__}: {exc}") from None
+            if never_connected(exc):
+                raise UnreachableError(urlsplit(url).hostname or "?", "use --source DIR") from None
+            raise _Retryable(f"{type(exc).__name__}: {first_line(exc)}") from None
         with response:
             self._check_status(url, response)
             encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
@@ -365,7 +396,7 @@ class HttpClient:
             except _WIRE_ERRORS as exc:
                 part.unlink(missing_ok=True)
                 raise _Retryable(f"body cut after {n_wire} bytes ({type(exc).__name__}: "
-                                 f"{exc})") from None
+                                 f"{first_line(exc)})") from None
             except BaseException:
                 part.unlink(missing_ok=True)
                 raise
@@ -395,6 +426,17 @@ class HttpClient:
         except _WIRE_ERRORS:
             pass
         raise HttpStatusError(redact(url), status, " ".join(detail.split()))
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """An exception's text on one line, without the URLs it may quote (they can hold query
+    credentials: the URL is named, stripped, by the caller), cut to ``limit`` characters."""
+    text = " ".join(_QUOTED_URL.sub("url: <url>", strip_text(str(exc))).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# urllib3 quotes the request path and query ("url: /a/b?token=..."): dropped from messages
+_QUOTED_URL = re.compile(r"url: \S+")
 
 
 def _content_length(response: requests.Response) -> int | None:

@@ -12,7 +12,10 @@ most two runs sit in scratch: the one converting and the one arriving. Runs are 
 order given; an error of a download (``RunConversionError`` for the run, ``TransientError``
 for the network) is raised when that run is taken, exactly as a direct ``fetch`` would raise
 it. ``close`` waits for a download in flight (every request has a deadline), so no
-thread writes into scratch after the worker removed it. Nothing survives a crash but files in
+thread writes into scratch after the worker removed it, unless a stop was requested (the
+first Ctrl-C, ``engine/stop_waits.py``): then it does not wait, and the coordinator sweeps
+scratch on its next start. Waiting for a download in ``take`` is a network wait that a
+worker's SIGINT ends at once (``WaitInterrupted``). Nothing survives a crash but files in
 the chunk's scratch folder, which the worker and the coordinator sweep.
 """
 
@@ -23,6 +26,7 @@ from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+from helmproc.engine import stop_waits
 from helmproc.engine.facts import RunRef
 from helmproc.engine.sources.folder import Source
 
@@ -54,7 +58,7 @@ class Prefetcher:
         """Start nothing more and wait for the download in flight, if any (its result and
         errors are dropped: its run was not taken)."""
         self._todo.clear()
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pool.shutdown(wait=not stop_waits.requested(), cancel_futures=True)
 
     def _start_next(self) -> None:
         if not self._todo:
@@ -79,4 +83,5 @@ class Prefetcher:
         if expected != ref:
             raise ValueError(f"runs taken out of order: {ref.key} before {expected.key}")
         self._start_next()
-        return future.result()
+        with stop_waits.network_call():
+            return future.result()

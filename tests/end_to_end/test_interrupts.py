@@ -99,14 +99,22 @@ def test_signal_stops_with_130_and_resume_completes(
     assert "interrupted" in err and "helmproc resume" in err
     if len(signals) == 1:
         assert "finishing the chunks in flight" in err
+    else:  # the second signal stops at once, and still says so last
+        assert err.strip().splitlines()[-1].startswith("helmproc: interrupted (second SIGINT")
     before = status(tmp_path)
     assert before["done"] is False
     # a graceful stop leaves no chunk half-way: each is planned, cleaned, or (rarely) waiting
     # to be published; never processed-and-lost
     resumed = subprocess.run(
-        [*HELMPROC, "resume", "--quiet"], cwd=tmp_path, env=env(), capture_output=True, text=True
+        [*HELMPROC, "resume"], cwd=tmp_path, env=env(), capture_output=True, text=True
     )
     assert resumed.returncode == 0, resumed.stderr
+    # the job's own runtime options, said; the counter starts from the runs already converted
+    assert "using the job's recorded options: --max-workers 1" in resumed.stderr
+    assert "helmproc: 1 worker, memory budget" in resumed.stderr
+    first = next(ln for ln in resumed.stderr.splitlines() if ln.startswith("helmproc: chunks"))
+    done_before = before["runs"]["ok"] + before["runs"]["failed"]
+    assert f"runs {done_before}/{before['n_runs']} " in first
     assert status(tmp_path)["done"] is True
     assert folder_digest(tmp_path / "out") == reference
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -24,6 +25,7 @@ import pytest
 
 from helmproc.engine.chunks.worker import w_process_chunk
 from helmproc.engine.dataset_layout import shard_path
+from helmproc.engine.errors import UnreachableError
 from helmproc.engine.facts import ShardFact
 from helmproc.engine.job.coordinator import Coordinator
 from helmproc.engine.job.options import ExecOptions
@@ -485,8 +487,40 @@ def test_cli_without_a_token_says_what_to_do(
     message, code = described
     assert code == 1
     assert "no Hugging Face token" in message and "hf auth login" in message
+    assert "the Hub was not contacted" in message and "refused" not in message
+    assert "helmproc resume" not in message  # no job was recorded: nothing to resume
     assert not (tmp_path / ".helmproc").exists()  # refused before planning anything
     assert "org/none" not in hub_env.repos
+    assert hub_env.calls == []  # indeed not contacted
+
+
+def test_an_unreachable_hub_fails_at_once_without_retrying(tmp_path: Path) -> None:
+    """Connection refused before any byte (the endpoint's port is closed): no retry, no wait,
+    one line naming the host; with the default policy this took minutes of silent retries."""
+    with socket.socket() as probe:  # a loopback port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    sleeps, said = Sleeps(), []
+    policy = RetryPolicy(base_delay_s=0.01, sleep=sleeps, notify=said.append)
+    pub = HubPublisher(REPO, endpoint=dead, token=FAKE_TOKEN, retry=policy)
+    with pytest.raises(UnreachableError) as caught:
+        pub.prepare()
+    assert str(caught.value) == (
+        "cannot reach 127.0.0.1: offline? use --to DIR to write a local folder instead"
+    )
+    assert sleeps == [] and said == []
+
+
+def test_hub_retries_say_a_line_each(hub_env: FakeHub, staged) -> None:
+    hub = hub_env
+    staging, shards = staged
+    said: list[str] = []
+    policy = RetryPolicy(base_delay_s=0.01, sleep=Sleeps(), notify=said.append)
+    pub = HubPublisher(REPO, endpoint=hub.url, retry=policy)
+    hub.fail("commit", 1, 503)
+    hub.fail("commit", 2, 503)
+    pub.publish(staging, shards, "after two 503s")
+    assert len(said) == 2 and all("server error" in line for line in said)
 
 
 # -- repo setup ----------------------------------------------------------------------------

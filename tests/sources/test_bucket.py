@@ -6,25 +6,31 @@ client's attempts and timeouts, which the tests shrink (``FAST``) so the file ru
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
 import pyarrow.parquet as pq
 import pytest
 import requests
 
 from helmproc.cli.listing import build_source
+from helmproc.engine import stop_waits
 from helmproc.engine.errors import (
     ConfigError,
     RunConversionError,
     SourceError,
     TransientError,
+    UnreachableError,
+    WaitInterrupted,
 )
 from helmproc.engine.job.options import ExecOptions
 from helmproc.engine.job.start import execute_job, start_job
@@ -557,14 +563,56 @@ def test_deadline_bounds_one_attempt(bucket: BucketServer, tmp_path: Path) -> No
     assert (tmp_path / "x.json").read_bytes() == (RUN_DIR / "per_instance_stats.json").read_bytes()
 
 
-def test_connection_refused_is_retried_then_reported(tmp_path: Path) -> None:
+def test_connection_refused_fails_at_once_without_retrying(tmp_path: Path) -> None:
+    """Refused before any byte: offline is not a blip, so no retries and one clear line."""
     with BucketServer() as server:
         dead = server.base_url
     slept: list[float] = []
-    client = HttpClient(FAST, sleep=slept.append)
-    with pytest.raises(HttpRetriesExhaustedError, match="failed 5 times; last: ConnectionError"):
+    said: list[str] = []
+    client = HttpClient(FAST, sleep=slept.append, on_retry=said.append)
+    with pytest.raises(UnreachableError) as caught:
         client.download(f"{dead}/x.json", tmp_path / "x.json")
-    assert len(slept) == 4 and all(0 <= s <= FAST.max_delay_s for s in slept)
+    assert str(caught.value) == "cannot reach 127.0.0.1: offline? use --source DIR"
+    assert slept == [] and said == []
+
+
+def test_a_name_that_does_not_resolve_fails_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The resolver's answer is faked (no DNS query leaves the machine); the client is real."""
+
+    def no_such_name(*args: object, **kwargs: object) -> NoReturn:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_such_name)
+    slept: list[float] = []
+    client = HttpClient(FAST, sleep=slept.append, on_retry=lambda line: None)
+    with pytest.raises(UnreachableError, match="cannot reach bucket.example: offline"):
+        client.download("http://bucket.example/x.json", tmp_path / "x.json")
+    assert slept == []
+
+
+def test_each_retry_says_a_line_and_a_stop_request_ends_the_wait(tmp_path: Path) -> None:
+    """503s are retried with one line each; a stop request (the first Ctrl-C) ends the
+    back-off at once instead of sleeping it out."""
+    said: list[str] = []
+    with BucketServer() as server:
+        server.mount("lite/benchmark_output", FIXTURE)
+        server.faults.burst_503("stats.json", times=2)
+        name = f"lite/benchmark_output/runs/v1.1.0/{RUN}/stats.json"
+        url = server.base_url + "/" + quote_name(name)
+        HttpClient(FAST, sleep=lambda s: None, on_retry=said.append).download(
+            url, tmp_path / "a.json"
+        )
+        assert len(said) == 2 and all("HTTP 503" in line for line in said)
+        server.faults.burst_503("stats.json", times=1)
+        slow = dataclasses.replace(FAST, base_delay_s=3600.0, max_delay_s=3600.0)
+        stop_waits.request()
+        try:
+            with pytest.raises(WaitInterrupted):
+                HttpClient(slow, on_retry=said.append).download(url, tmp_path / "b.json")
+        finally:
+            stop_waits.clear()
 
 
 # -- faults through the whole pipeline (worker processes) ------------------------------------
