@@ -511,4 +511,8 @@ def main() -> None:
         message, code = described
         say(message)
         sys.exit(code)
+    if rc == EXIT_INTERRUPTED:  # typer turns a KeyboardInterrupt (a second Ctrl-C, or one
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # before the job started) into 130
+        detail = " (stopped at once; the chunks in flight are redone on resume)"
+        say(interrupted_message(detail if _job_recorded else "", _job_recorded))
     sys.exit(rc if isinstance(rc, int) else 0)

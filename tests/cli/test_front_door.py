@@ -39,7 +39,7 @@ def cli(
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1800000000")
 
     def invoke(*args: str) -> tuple[int, str, str]:
-        monkeypatch.setattr(app_module, "_job_recorded", False)
+        monkeypatch.setattr(app_module, "_job_recorded", False, raising=False)
         monkeypatch.setattr(sys, "argv", ["helmproc", *args])
         with pytest.raises(SystemExit) as stopped:
             app_module.main()

@@ -15,7 +15,6 @@ import sys
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from helmproc.cli.activity import RATE_WINDOW_S, job_activity
 from helmproc.engine.job.coordinator import ExecOptions
 from helmproc.engine.job.progress import LogProgress
 from helmproc.engine.job.start import execute_job, start_job
@@ -61,6 +60,8 @@ def test_status_says_whether_a_live_process_holds_the_job(tmp_path: Path) -> Non
 
 
 def test_rates_and_eta_come_from_the_last_minutes_of_events(tmp_path: Path) -> None:
+    from helmproc.cli.activity import RATE_WINDOW_S, job_activity
+
     work = tmp_path / "w"
     report = run_to_end(FIXTURE, tmp_path / "out", work, chunk_size=4)
     journal_path = next(work.rglob("journal.sqlite"))

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -92,15 +93,31 @@ def test_signal_stops_with_130_and_resume_completes(
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and processed_in(tmp_path) < 1:
         time.sleep(0.005)
-    for sig in signals:
+    assert proc.stderr is not None
+    lines: list[str] = []
+    noted = threading.Event()  # the coordinator has taken the first signal
+
+    def read_stderr() -> None:
+        for line in proc.stderr:  # type: ignore[union-attr]
+            lines.append(line)
+            if "finishing the chunks in flight" in line:
+                noted.set()
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
+    for n, sig in enumerate(signals):
+        if n:  # two signals sent at once may reach Python's handler as one
+            noted.wait(timeout=60)
         proc.send_signal(sig)
-    _, err = proc.communicate(timeout=120)
+    proc.wait(timeout=120)
+    reader.join(timeout=60)
+    err = "".join(lines)
     assert proc.returncode == 130, err
-    assert "interrupted" in err and "helmproc resume" in err
+    assert "interrupted" in err and "helmproc resume" in err, err
     if len(signals) == 1:
         assert "finishing the chunks in flight" in err
     else:  # the second signal stops at once, and still says so last
-        assert err.strip().splitlines()[-1].startswith("helmproc: interrupted (second SIGINT")
+        assert err.strip().splitlines()[-1].startswith("helmproc: interrupted (stopped at once")
     before = status(tmp_path)
     assert before["done"] is False
     # a graceful stop leaves no chunk half-way: each is planned, cleaned, or (rarely) waiting

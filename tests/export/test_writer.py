@@ -43,6 +43,8 @@ from helmproc.engine.export.writer import (
 from tests.fakes.eee_schemas import eee_schema
 
 FIXTURE = Path(__file__).resolve().parents[1] / "data" / "benchmark_output"
+# `helmproc run --source FIXTURE` names the project after the folder holding benchmark_output/
+PROJECT = FIXTURE.parent.name
 EPOCH = "1800000000"
 HELMPROC = [sys.executable, "-m", "helmproc.cli"]
 RunId = tuple[str, str, str]
@@ -257,7 +259,7 @@ def test_runs_without_aggregates_are_skipped_with_a_reason(
 ) -> None:
     _, report = exported
     assert [(s.run, s.n_rows) for s in report.skipped] == [
-        ("local/v1.0.0/simple1:model=simple_model1", 30)
+        (f"{PROJECT}/v1.0.0/simple1:model=simple_model1", 30)
     ]
     assert "no aggregate results" in report.skipped[0].reason
 
@@ -558,8 +560,8 @@ def test_cli_exports_and_prints_a_summary(dataset: Path, exported: tuple[Path, E
         f"{counts['results']} aggregate results, {counts['samples_rows']} sample rows; "
         "skipped 1 runs"
     )
-    assert "skipped local/v1.0.0/simple1:model=simple_model1 (30 instance rows): no aggregate" \
-        in proc.stdout
+    assert f"skipped {PROJECT}/v1.0.0/simple1:model=simple_model1 (30 instance rows): no " \
+        "aggregate" in proc.stdout
     assert folder_bytes(tmp_path / "eee") == folder_bytes(out)
     proc = helmproc(tmp_path, "export-eee", "--from", str(dataset), "--to", "eee", "--json")
     summary = json.loads(proc.stdout)
@@ -593,7 +595,7 @@ def test_cli_io_errors_name_the_run_and_the_repair(dataset: Path, tmp_path: Path
     (tmp_path / "taken").write_text("a file where the output folder should go")
     proc = helmproc(tmp_path, "export-eee", "--from", str(dataset), "--to", "taken")
     assert (proc.returncode, proc.stdout) == (1, "")
-    assert "helmproc: export-eee could not read or write: run local/" in proc.stderr
+    assert f"helmproc: export-eee could not read or write: run {PROJECT}/" in proc.stderr
     assert "run the same `helmproc export-eee`" in proc.stderr
     broken = tmp_path / "broken"
     shutil.copytree(dataset, broken)
