@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from helmproc.cli.narration import count
+
 if TYPE_CHECKING:  # the writer (pyarrow.compute) is imported when exporting, not at start-up
     from helmproc.engine.export.writer import ExportReport
 
@@ -42,7 +44,7 @@ def render_summary(report: ExportReport) -> str:
     lines = [
         f"exported {data['runs_exported']} runs to {data['out']}: {data['files']} files, "
         f"{data['results']} aggregate results, {data['samples_rows']} sample rows; "
-        f"skipped {data['runs_skipped']} runs"
+        f"skipped {count(data['runs_skipped'], 'run')}"
     ]
     lines += [f"  skipped {s.run} ({s.n_rows} instance rows): {s.reason}" for s in report.skipped]
     return "\n".join(lines)

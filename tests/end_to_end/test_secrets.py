@@ -71,7 +71,7 @@ def test_credentials_are_used_and_never_stored_printed_or_published(tmp_path: Pa
         run = helmproc(tmp_path, "run", *source, "--to", "out")
         # the credentials reached the server: the runs converted, one failed on a 404
         assert run.returncode == 0, run.stderr
-        assert "done: 1 runs converted, 1 failed" in run.stdout
+        assert "done: 1 run converted, 1 failed" in run.stdout
         assert "stats.json: not found (HTTP 404) at http://" in run.stderr
         outputs = [run, helmproc(tmp_path, "status"), helmproc(tmp_path, "status", "--json")]
         # resume has only the journal: the server refuses it, and says so without credentials

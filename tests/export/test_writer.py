@@ -558,7 +558,7 @@ def test_cli_exports_and_prints_a_summary(dataset: Path, exported: tuple[Path, E
     assert proc.stdout.splitlines()[0] == (
         f"exported {counts['runs_exported']} runs to eee: {counts['files']} files, "
         f"{counts['results']} aggregate results, {counts['samples_rows']} sample rows; "
-        "skipped 1 runs"
+        "skipped 1 run"
     )
     assert f"skipped {PROJECT}/v1.0.0/simple1:model=simple_model1 (30 instance rows): no " \
         "aggregate" in proc.stdout
