@@ -8,7 +8,9 @@ command leaves the journal as the engine left it, and ``helmproc resume`` contin
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
+import os
 import signal
 import sys
 import time
@@ -484,6 +486,7 @@ app.command(
 def main() -> None:
     try:
         rc = app(standalone_mode=False)
+        sys.stdout.flush()  # a closed output fails here, through the error table below
     except (KeyboardInterrupt, JobInterrupted) as exc:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # already stopping: a late Ctrl-C is moot
         if isinstance(exc, JobInterrupted):
@@ -496,6 +499,14 @@ def main() -> None:
         sys.exit(EXIT_INTERRUPTED)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
+    except SystemExit:
+        if type(sys.stdout).__name__ != "PacifyFlushWrapper":  # typer vendors click's class
+            raise
+        # click turns a broken pipe (EPIPE anywhere in a command) into a silent exit 1 after
+        # wrapping the streams; say it through the error table instead
+        message, code = describe(BrokenPipeError(errno.EPIPE, "Broken pipe")) or ("", 1)
+        say(message)
+        sys.exit(code)
     except typer.Abort:
         say(interrupted_message("", _job_recorded))
         sys.exit(EXIT_INTERRUPTED)
@@ -505,6 +516,9 @@ def main() -> None:
             show()
         sys.exit(getattr(exc, "exit_code", EXIT_USAGE))
     except Exception as exc:
+        if isinstance(exc, BrokenPipeError):
+            # nothing more can reach the closed output, not even Python's flush at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         described = describe(exc, _job_recorded)
         if described is None:
             raise

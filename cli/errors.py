@@ -25,6 +25,7 @@ from helmproc.engine.errors import (
     SourceError,
     TransientError,
     UnreachableError,
+    UnwritableError,
 )
 
 EXIT_OK = 0
@@ -126,6 +127,12 @@ def error_table() -> tuple[ErrorRow, ...]:
             hint_no_job=f"free space, then {AGAIN}",
         ),
         ErrorRow(
+            UnwritableError,
+            "a work folder is not writable",
+            "make it writable (remount read-write, fix its permissions), then `helmproc resume`",
+            hint_no_job=f"make it writable, then {AGAIN}",
+        ),
+        ErrorRow(
             PublishError,
             "publishing failed",
             "fix the destination, then `helmproc resume`",
@@ -142,6 +149,11 @@ def error_table() -> tuple[ErrorRow, ...]:
             "error",
             "`helmproc status` shows the job's state",
             hint_no_job=f"fix the cause, then {AGAIN}",
+        ),
+        ErrorRow(
+            BrokenPipeError,
+            "output closed (broken pipe)",
+            "the reader of helmproc's output went away; `helmproc status` shows the job's state",
         ),
         ErrorRow(
             OSError,

@@ -118,6 +118,19 @@ class DiskFullError(HelmprocError):
         return f"disk full at {self.path}"
 
 
+class UnwritableError(HelmprocError):
+    """A folder helmproc must write (staging, scratch) refuses writes: read-only or no
+    permission. Terminal for the job until it is fixed, like a full disk."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(path, reason)
+        self.path = path
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"cannot write {self.path}: {self.reason}"
+
+
 @contextlib.contextmanager
 def disk_full_as_error(path: Path | str) -> Iterator[None]:
     """Turn ENOSPC (raised by the OS or by Arrow's writer) into ``DiskFullError(path)``:

@@ -17,9 +17,11 @@ writing them run by run cost twice the CPU of one write for ``instances``, ten t
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -75,6 +77,17 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+@contextlib.contextmanager
+def _removed_on_error(path: Path) -> Iterator[None]:
+    """Remove ``path`` if the block fails (a writer that could not even start, e.g. on a full
+    disk, leaves no temp file: nobody would hold it to abort)."""
+    try:
+        yield
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+
+
 class ShardWriter:
     """Streams tables of one schema into one Parquet file; ``close`` makes it durable."""
 
@@ -89,7 +102,7 @@ class ShardWriter:
         self.temp = self.final.with_name(f"{self.final.name}{TEMP_MARK}{os.getpid()}")
         import pyarrow.parquet as pq
 
-        with disk_full_as_error(self.temp):
+        with disk_full_as_error(self.temp), _removed_on_error(self.temp):
             self._writer = pq.ParquetWriter(
                 self.temp,
                 schema,
@@ -143,9 +156,14 @@ class ShardWriter:
         )
 
     def abort(self) -> None:
+        """Drop the shard: its temp file is removed even when closing the writer fails (a
+        full disk fails the close too; raising here would leave the other tables' temp files
+        of the chunk behind)."""
         self._pending = []
         try:
             self._writer.close()
+        except Exception:  # noqa: BLE001, S110 - the shard is being dropped either way
+            pass
         finally:
             self.temp.unlink(missing_ok=True)
 

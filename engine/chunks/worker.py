@@ -183,16 +183,15 @@ def _process(spec: ChunkSpec) -> ChunkResult:
     }
     # Small runs' tables are buffered and written together (see shards.ShardWriter).
     coalesce = instance_rows.BATCH_BYTES
-    writers = {
-        table: ShardWriter(
-            staging,
-            shard_path(table, spec.job_id, spec.chunk_id, spec.part),
-            table,
-            schema,
-            coalesce_bytes=coalesce,
-        )
-        for table, schema in schemas.items()
-    }
+    writers: dict[str, ShardWriter] = {}
+    try:
+        for table, schema in schemas.items():
+            path = shard_path(table, spec.job_id, spec.chunk_id, spec.part)
+            writers[table] = ShardWriter(staging, path, table, schema, coalesce_bytes=coalesce)
+    except BaseException:
+        for started in writers.values():  # a full disk: drop the writers already started
+            started.abort()
+        raise
     outcomes: list[RunOutcome] = []
     run_rows: list[RunRow] = []
     fetched = [ref for ref in spec.runs if ref.key not in skip]

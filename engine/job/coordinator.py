@@ -35,6 +35,7 @@ destination's ``max_commits_per_hour`` unless ``commits_per_hour`` overrides it.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import signal
@@ -50,7 +51,13 @@ from typing import Any
 from helmproc.engine.chunks.pid_files import running_workers
 from helmproc.engine.chunks.shards import remove_temp_files
 from helmproc.engine.chunks.worker import ChunkResult, ChunkSpec
-from helmproc.engine.errors import DiskFullError, HelmprocError, PublishError, WaitInterrupted
+from helmproc.engine.errors import (
+    DiskFullError,
+    HelmprocError,
+    PublishError,
+    UnwritableError,
+    WaitInterrupted,
+)
 from helmproc.engine.facts import ChunkPlan, RunOutcome, ShardFact
 from helmproc.engine.job.executors import ChunkExecutor, make_executor
 from helmproc.engine.job.interrupts import JobInterrupted, StopRequest
@@ -74,6 +81,8 @@ from helmproc.journal import (
     StatusReport,
 )
 
+# A worker could not write its staging or scratch folder: no retry can succeed, stop the job.
+UNWRITABLE_ERRNOS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
 POLL_S = 0.2
 
 
@@ -135,7 +144,13 @@ class Coordinator:
 
     def _clean(self, cid: int, shards: tuple[ShardFact, ...]) -> None:
         for fact in shards:
-            (self.paths.staging / fact.path).unlink(missing_ok=True)
+            path = self.paths.staging / fact.path
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as exc:
+                if exc.errno in UNWRITABLE_ERRNOS:
+                    raise UnwritableError(str(path), exc.strerror or str(exc)) from None
+                raise
         self.journal.record_cleaned(cid)
 
     def _card_text(self) -> str:
@@ -400,7 +415,10 @@ class Coordinator:
             return
         reason = str(exc) if isinstance(exc, HelmprocError) else f"{type(exc).__name__}: {exc}"
         self._record_failed(task.chunk_id, reason)
-        if isinstance(exc, DiskFullError):
+        if isinstance(exc, OSError) and exc.errno in UNWRITABLE_ERRNOS:
+            where = str(exc.filename or self.paths.staging)
+            exc = UnwritableError(where, exc.strerror or str(exc))
+        if isinstance(exc, (DiskFullError, UnwritableError)):
             self._fatal = exc  # no retry can succeed until space is freed
             self.progress.chunk_failed(task.chunk_id, reason)
             queue.appendleft(task)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from helmproc.engine.errors import ConfigError, JournalError
+from helmproc.engine.errors import BadJournalFileError, ConfigError, JournalError
 from helmproc.engine.job.budget import (
     INITIAL_CHUNK_ESTIMATE,
     Budget,
@@ -158,4 +158,32 @@ def execute_job(
         options,
         progress,
     )
-    return coordinator.execute()
+    return read_back(journal, coordinator.execute())
+
+
+def read_back(journal: Journal, report: StatusReport) -> StatusReport:
+    """The job's final status as a fresh reader finds it on disk, after the last event.
+
+    The coordinator's own connection can go on reading pages the file system no longer has
+    (a ``-wal`` file deleted or cut while the job ran), so "done" is only said if a new
+    connection reads the same thing; otherwise the journal is damaged, and saying so (a
+    ``BadJournalFileError``) is the truth.
+    """
+    try:
+        with Journal.open(journal.path, readonly=True) as fresh:
+            on_disk = fresh.status()
+    except JournalError as exc:
+        raise BadJournalFileError(
+            f"{journal.path} was damaged while the job ran (read back after its last event: "
+            f"{exc}); what it records cannot be trusted"
+        ) from None
+    mine, theirs = report.to_json(), on_disk.to_json()
+    keys = ("done", "chunks", "runs", "rows", "shards")
+    if any(mine[k] != theirs[k] for k in keys):
+        differ = ", ".join(f"{k} {mine[k]} vs {theirs[k]}" for k in keys if mine[k] != theirs[k])
+        raise BadJournalFileError(
+            f"{journal.path} was damaged while the job ran: read back after its last event it "
+            f"does not hold the job's events ({differ}; its -wal file may have been removed "
+            "or cut)"
+        )
+    return on_disk
