@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import socket
 import struct
 import threading
 from collections.abc import Callable, Sequence
@@ -170,6 +171,16 @@ class HubPublisher:
     def require_token(self) -> None:
         """Fail early (before any work) when there is no token to write with."""
         self._require_token("publish")
+
+    def require_resolvable(self) -> None:
+        """Fail early (before any work) when the endpoint's name does not resolve: offline.
+        Only the resolver is asked; the Hub itself is contacted when the job starts."""
+        parts = urlsplit(self.endpoint)
+        host = parts.hostname or self.endpoint
+        try:
+            socket.getaddrinfo(host, parts.port or (443 if parts.scheme == "https" else 80))
+        except socket.gaierror:
+            raise UnreachableError(host, "use --to DIR to write a local folder instead") from None
 
     def _require_token(self, operation: str) -> None:
         if not self._token:

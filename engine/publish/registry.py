@@ -42,6 +42,7 @@ def make_publisher(
         return DirPublisher(to)
     publisher = HubPublisher(repo_id, revision, private)
     publisher.require_token()
+    publisher.require_resolvable()  # offline: fail now, before the job is planned
     return publisher
 
 

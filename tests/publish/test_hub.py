@@ -20,6 +20,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -509,6 +510,36 @@ def test_an_unreachable_hub_fails_at_once_without_retrying(tmp_path: Path) -> No
         "cannot reach 127.0.0.1: offline? use --to DIR to write a local folder instead"
     )
     assert sleeps == [] and said == []
+
+
+def test_an_unresolvable_hub_fails_before_the_job_is_planned(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Offline (the resolver is faked: no DNS query leaves the machine): `run --repo-id` stops
+    before planning, with one line and no `resume` hint, and records nothing."""
+    from helmproc.cli.app import app
+    from helmproc.cli.errors import describe
+
+    def no_such_name(*args: object, **kwargs: object) -> NoReturn:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
+    monkeypatch.setenv("HF_ENDPOINT", "https://hub.example")
+    monkeypatch.setattr(socket, "getaddrinfo", no_such_name)
+    monkeypatch.chdir(tmp_path)
+    from typer.testing import CliRunner
+
+    result = CliRunner().invoke(app, ["run", "--source", str(FIXTURE), "--repo-id", "org/x"])
+    described = describe(result.exception, job_recorded=False) if result.exception else None
+    assert described is not None
+    message, code = described
+    assert code == 1
+    assert message.splitlines()[0] == (
+        "helmproc: cannot reach hub.example: offline? use --to DIR to write a local folder "
+        "instead"
+    )
+    assert "resume" not in message
+    assert not (tmp_path / ".helmproc").exists()
 
 
 def test_hub_retries_say_a_line_each(hub_env: FakeHub, staged) -> None:
