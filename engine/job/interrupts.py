@@ -6,11 +6,12 @@ flight finish, be journaled and published; the job then ends with ``JobInterrupt
 they were writing is a stray temp file that ``resume`` sweeps. Either way the journal only
 ever holds facts that were durable, so ``helmproc resume`` completes the job.
 
-The first signal also ends every wait on the network at once (``engine/stop_waits.py``): a
-retry's back-off or a rate-limit wait of the source or the Hub raises ``WaitInterrupted``, and
-the chunk or commit it was for stays as journaled, for ``resume``. Workers keep converting on
+The first signal also ends the waits between network attempts within 0.1 s
+(``engine/stop_waits.py``): a retry's back-off or a rate-limit wait of the source or the Hub
+raises ``WaitInterrupted``, no new attempt starts, and the chunk or commit it was for stays as
+journaled, for ``resume``. A read in progress ends at its read timeout. Workers keep converting on
 SIGINT (a Ctrl-C on a terminal reaches the whole process group): only the coordinator decides
-when they stop; their SIGINT only ends the network waits (``worker_sigint``).
+when they stop; their SIGINT only ends their retry back-offs (``worker_sigint``).
 """
 
 from __future__ import annotations
@@ -29,11 +30,11 @@ class JobInterrupted(HelmprocError):
 
 
 def _worker_sigint(signum: int, frame: FrameType | None) -> None:
-    stop_waits.interrupt_network_call("download")
+    stop_waits.request()  # a flag only: safe in a signal handler
 
 
 def worker_sigint() -> None:
-    """Pool worker initializer: SIGINT ends network waits, never the conversion itself."""
+    """Pool worker initializer: SIGINT ends retry waits, never the conversion itself."""
     stop_waits.clear()
     signal.signal(signal.SIGINT, _worker_sigint)
 

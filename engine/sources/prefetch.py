@@ -2,9 +2,10 @@
 
 A worker converts a chunk's runs one after another. Fetching a run from a remote source is
 mostly waiting (round trips, transfer), so ``Prefetcher`` starts the next run's download on
-one background thread as soon as the current run is taken: converting run N overlaps fetching
-run N+1, and the worker's core no longer idles while the network works. On the loopback
-benchmark the worker's main thread had spent ~28% of its time waiting for downloads.
+a background thread as soon as the current run is taken (one download at a time): converting
+run N overlaps fetching run N+1, and the worker's core no longer idles while the network
+works. On the loopback benchmark the worker's main thread had spent ~28% of its time
+waiting for downloads.
 
 Downloads alternate between two folders (``fetch-0``, ``fetch-1``) under the chunk's scratch
 folder, and a source's ``fetch`` drops an earlier download from the folder it is given, so at
@@ -14,16 +15,18 @@ for the network) is raised when that run is taken, exactly as a direct ``fetch``
 it. ``close`` waits for a download in flight (every request has a deadline), so no
 thread writes into scratch after the worker removed it, unless a stop was requested (the
 first Ctrl-C, ``engine/stop_waits.py``): then it does not wait, and the coordinator sweeps
-scratch on its next start. Waiting for a download in ``take`` is a network wait that a
-worker's SIGINT ends at once (``WaitInterrupted``). Nothing survives a crash but files in
+scratch on its next start (the download threads are daemons, so a stalled one does not hold
+the worker's exit either). Nothing survives a crash but files in
 the chunk's scratch folder, which the worker and the coordinator sweep.
 """
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from collections.abc import Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
+from concurrent.futures import wait as wait_for
 from pathlib import Path
 
 from helmproc.engine import stop_waits
@@ -52,13 +55,31 @@ class Prefetcher:
         self._max_file_bytes = max_file_bytes
         self._inflight: deque[tuple[RunRef, Future[Path]]] = deque()
         self._n_started = 0
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="helmproc-prefetch")
+        self._last: Future[Path] | None = None  # downloads run one after another
+        self._threads: list[threading.Thread] = []
 
     def close(self) -> None:
         """Start nothing more and wait for the download in flight, if any (its result and
-        errors are dropped: its run was not taken)."""
+        errors are dropped: its run was not taken). After a stop request it does not wait:
+        the download threads are daemons, so a stalled one cannot hold the worker's exit."""
         self._todo.clear()
-        self._pool.shutdown(wait=not stop_waits.requested(), cancel_futures=True)
+        if stop_waits.requested():
+            return
+        for thread in self._threads:
+            thread.join()
+        self._threads.clear()
+
+    def _fetch(
+        self, ref: RunRef, slot: Path, after: Future[Path] | None, out: Future[Path]
+    ) -> None:
+        if after is not None:
+            wait_for([after])
+        if not out.set_running_or_notify_cancel():
+            return
+        try:
+            out.set_result(self._source.fetch(ref, slot, max_file_bytes=self._max_file_bytes))
+        except BaseException as exc:  # raised again in ``take``
+            out.set_exception(exc)
 
     def _start_next(self) -> None:
         if not self._todo:
@@ -66,9 +87,16 @@ class Prefetcher:
         ref = self._todo.popleft()
         slot = self._scratch / f"fetch-{self._n_started % SLOTS}"
         self._n_started += 1
-        future = self._pool.submit(
-            self._source.fetch, ref, slot, max_file_bytes=self._max_file_bytes
+        future: Future[Path] = Future()
+        thread = threading.Thread(
+            target=self._fetch,
+            args=(ref, slot, self._last, future),
+            name="helmproc-prefetch",
+            daemon=True,
         )
+        self._last = future
+        self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+        thread.start()
         self._inflight.append((ref, future))
 
     def take(self, ref: RunRef) -> Path:
@@ -83,5 +111,4 @@ class Prefetcher:
         if expected != ref:
             raise ValueError(f"runs taken out of order: {ref.key} before {expected.key}")
         self._start_next()
-        with stop_waits.network_call():
-            return future.result()
+        return future.result()
