@@ -196,6 +196,8 @@ def _process(spec: ChunkSpec) -> ChunkResult:
     run_rows: list[RunRow] = []
     fetched = [ref for ref in spec.runs if ref.key not in skip]
     prefetch = Prefetcher(source, fetched, scratch, max_file_bytes=spec.max_file_bytes)
+    # The release's / suite's schema.json, read once per source object (see sources.folder).
+    schema_reader = getattr(source, "schema_for", None)
     try:
         for ref in spec.runs:
             try:
@@ -203,7 +205,8 @@ def _process(spec: ChunkSpec) -> ChunkResult:
                     raise RunConversionError(ref.location, skip[ref.key])
                 run_dir = prefetch.take(ref)  # and the next run starts downloading
                 largest_run = max(largest_run, run_input_bytes(run_dir))
-                converted = convert_run(run_dir, ref, spec.job_timestamp)
+                schema = schema_reader(ref) if schema_reader is not None else None
+                converted = convert_run(run_dir, ref, spec.job_timestamp, schema=schema)
                 # All of a run's rows or none: a big run is spooled until it has converted.
                 staged = StagedInstances.stage(converted, scratch)
             except (RunConversionError, *RUN_LEVEL_ERRORS) as exc:
@@ -229,6 +232,7 @@ def _process(spec: ChunkSpec) -> ChunkResult:
                     converted.n_rows,
                     "ok",
                     None,
+                    converted.metric_source,
                 )
             )
             del converted, staged  # the run's index must not outlive it into the next run

@@ -47,9 +47,11 @@ from helmproc.engine.convert import schemas as tables
 from helmproc.engine.convert.evaluation_rows import (
     core_results,
     evaluations_table,
+    row_describer,
     samples_by_result,
 )
 from helmproc.engine.convert.instance_rows import RunFacts, instance_batches
+from helmproc.engine.convert.metric_selection import select_metrics
 from helmproc.engine.convert.run_index import (
     EntryKey,
     EntryStats,
@@ -73,6 +75,7 @@ from helmproc.engine.helm.run_files import (
     Stat,
     load_json,
 )
+from helmproc.engine.helm.schema_file import HelmSchema
 from helmproc.engine.input_files import check_regular
 
 __all__ = ["STREAM_THRESHOLD_BYTES", "ConvertedRun", "convert_run"]
@@ -95,6 +98,7 @@ class ConvertedRun:
     n_instances: int
     n_rows: int
     streamed: bool  # whether either big file took the streaming path
+    metric_source: str  # what decided the kept metrics (``MetricSelection.description``)
     _batches: Callable[[], Iterator[pa.Table]] = field(repr=False, compare=False)
 
     def instance_batches(self) -> Iterator[pa.Table]:
@@ -125,10 +129,15 @@ def convert_run(
     ref: RunRef,
     job_timestamp: str,
     *,
+    schema: HelmSchema | None = None,
     stream_threshold_bytes: int | None = None,
     batch_bytes: int | None = None,
 ) -> ConvertedRun:
     """Convert the HELM run in local directory ``run_dir`` (see the module docstring).
+
+    ``schema`` is the release's or suite's ``schema.json`` (None when the source has none):
+    with the run's ``run_spec.groups`` it decides which metrics are kept
+    (:mod:`metric_selection`).
 
     ``job_timestamp`` becomes every evaluation's ``retrieved_timestamp`` and stands in for the
     evaluation timestamp when no request has a ``request_datetime``. ``stream_threshold_bytes``
@@ -142,7 +151,8 @@ def convert_run(
     run_spec = load_json(run_dir / RUN_SPEC_FILE, RunSpec)
     scenario = load_json(run_dir / SCENARIO_FILE, Scenario)
     stats = load_json(run_dir / STATS_FILE, list[Stat])
-    results = core_results(stats)
+    selection = select_metrics(run_spec.groups, schema)
+    results = core_results(stats, selection)
     adapter = run_spec.adapter_spec
     model_id = eee.model_id(adapter.model, adapter.model_deployment, run_spec.name)
     if model_id is None:
@@ -154,7 +164,7 @@ def convert_run(
     states_path = run_dir / SCENARIO_STATE_FILE
     stream_entries = _is_large(entries_path, stream_threshold_bytes)
     stream_states = _is_large(states_path, stream_threshold_bytes)
-    entries = read_entries(entries_path, stream=stream_entries)
+    entries = read_entries(entries_path, row_describer(selection), stream=stream_entries)
     states = read_states(states_path, stream=stream_states)
     decryptor = Decryptor.for_run(run_dir)
 
@@ -175,11 +185,12 @@ def convert_run(
         results,
         stats,
         samples_by_result(entries),
-        states.samples_number,
+        states.sample_ids,
         states.first,
         run_spec,
         facts,
         job_timestamp,
+        selection,
     )
     n_instances = len({(k[0], k[1]) for k in entries})
     n_rows = sum(scanned.n_rows for scanned in entries.values())
@@ -192,6 +203,7 @@ def convert_run(
         n_instances=n_instances,
         n_rows=n_rows,
         streamed=stream_entries or stream_states,
+        metric_source=selection.description,
         _batches=functools.partial(instance_batches, plan, states, decryptor, facts, batch_bytes),
     )
 

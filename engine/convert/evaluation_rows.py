@@ -34,9 +34,13 @@ import pyarrow as pa
 from helmproc.engine.convert import eee_fields as eee
 from helmproc.engine.convert import schemas as tables
 from helmproc.engine.convert.instance_rows import RunFacts
-from helmproc.engine.convert.run_index import CoreId, EntryKey, EntryStats
-from helmproc.engine.helm.run_files import AdapterSpec, RequestState, RunSpec, Stat
-from helmproc.engine.helm.stat_values import finite, finite_int, perturbation_name, stat_value
+from helmproc.engine.convert.metric_selection import MetricSelection
+from helmproc.engine.convert.run_index import CoreId, DescribeStat, EntryKey, EntryStats
+from helmproc.engine.helm.perturbations import computed_on as computed_on_of
+from helmproc.engine.helm.perturbations import key_name, perturbation_key
+from helmproc.engine.helm.perturbations import label as perturbation_label
+from helmproc.engine.helm.run_files import AdapterSpec, MetricName, RequestState, RunSpec, Stat
+from helmproc.engine.helm.stat_values import finite, finite_int, stat_value
 
 __all__ = ["CoreResult", "core_results", "evaluations_table", "samples_by_result"]
 
@@ -45,90 +49,116 @@ NUM_INSTANCES_STAT = "num_instances"
 
 @dataclass(frozen=True)
 class CoreResult:
-    """One aggregate result: the HELM stat (or merged sub-split stats) behind a result id."""
+    """One aggregate result: the HELM stats merged behind a result id."""
 
     result_id: str
     metric: str
     split: str | None
     sub_split: str | None
-    perturbation: str | None
+    perturbation: str | None  # perturbation key (canonical JSON), None if unperturbed
     computed_on: str | None
     score: float
     count: float
     stddev: float | None
 
 
-def _computed_on(stat: Stat) -> str | None:
-    perturbation = stat.name.perturbation
-    return perturbation.computed_on if perturbation is not None else None
+# (metric, split, perturbation key, computed_on): what helm-summarize merges sub-splits by.
+_GroupKey = tuple[str, str | None, str | None, str | None]
 
 
-def _from_stat(result_id: str, stat: Stat, score: float) -> CoreResult:
-    name = stat.name
+def _merged(
+    result_id: str, key: _GroupKey, sub_split: str | None, stats: list[Stat]
+) -> CoreResult | None:
+    """``stats`` merged as HELM's ``Stat.merge`` does: sums and counts added; the stddev
+    from the merged sum of squares (population, as HELM) when every stat has one."""
+    metric, split, perturbation, computed_on = key
+    if len(stats) == 1:
+        only = stats[0]
+        score = stat_value(only)
+        if score is None:
+            return None
+        return CoreResult(
+            result_id, metric, split, sub_split, perturbation, computed_on,
+            score, only.count, only.stddev,
+        )  # fmt: skip
+    count = sum(stat.count for stat in stats)
+    if count <= 0:
+        return None
+    total = 0.0
+    for stat in stats:
+        if stat.sum is not None:
+            total += stat.sum
+        elif stat.mean is not None:
+            total += stat.mean * stat.count
+    score = total / count
+    if not math.isfinite(score):
+        return None
+    stddev = None
+    squares = [stat.sum_squared for stat in stats]
+    if all(value is not None for value in squares):
+        variance = sum(squares) / count - score * score  # type: ignore[arg-type]
+        stddev = math.sqrt(variance) if variance > 0 else 0.0
     return CoreResult(
-        result_id=result_id,
-        metric=name.name,
-        split=name.split,
-        sub_split=name.sub_split,
-        perturbation=perturbation_name(name),
-        computed_on=_computed_on(stat),
-        score=score,
-        count=stat.count,
-        stddev=stat.stddev,
+        result_id, metric, split, sub_split, perturbation, computed_on, score, count, stddev
     )
 
 
-def _merge_sub_splits(result_id: str, candidates: Sequence[tuple[Stat, float]]) -> CoreResult:
-    """One result from the stats of several sub-splits (see the module docstring)."""
-    first = candidates[0][0]
-    total = sum(
-        stat.sum if stat.sum is not None else score * stat.count for stat, score in candidates
-    )
-    count = sum(stat.count for stat, _ in candidates)
-    merged = _from_stat(result_id, first, total / count)
-    return CoreResult(
-        result_id=merged.result_id,
-        metric=merged.metric,
-        split=merged.split,
-        sub_split=None,
-        perturbation=merged.perturbation,
-        computed_on=merged.computed_on,
-        score=merged.score,
-        count=max(stat.count for stat, _ in candidates),
-        stddev=None,
-    )
+def result_id_of(
+    metric: str,
+    split: str | None,
+    perturbation: str | None,
+    computed_on: str | None,
+    sub_split: str | None = None,
+) -> str:
+    """The evaluation_result_id of a result (or row: no sub-split) in these terms."""
+    label = perturbation_label(perturbation) if perturbation is not None else None
+    return eee.evaluation_result_id(metric, split, label, computed_on, sub_split)
 
 
-def core_results(stats: Iterable[Stat]) -> list[CoreResult]:
-    """The run's aggregate results, one per evaluation_result_id, sorted by that id."""
-    by_id: dict[str, list[tuple[Stat, float]]] = {}
+def row_describer(selection: MetricSelection) -> DescribeStat:
+    """What ``run_index`` keeps of a per-instance stat: (evaluation_result_id, metric,
+    split) for a row metric of ``selection``, else None. Row ids leave the sub-split out
+    (an instance's sub-split is in its metadata), so they join the split-level result."""
+
+    def describe(name: MetricName) -> CoreId | None:
+        if not selection.is_row_metric(name.name):
+            return None
+        description = name.perturbation
+        result_id = result_id_of(
+            name.name, name.split, perturbation_key(description), computed_on_of(description)
+        )
+        return (result_id, name.name, name.split)
+
+    return describe
+
+
+def core_results(stats: Iterable[Stat], selection: MetricSelection) -> list[CoreResult]:
+    """The run's aggregate results, sorted by evaluation_result_id (module docstring)."""
+    groups: dict[_GroupKey, list[Stat]] = {}
     for stat in stats:
         name = stat.name
-        if not eee.is_core_metric(name.name):
+        if not selection.is_result_metric(name.name):
             continue
-        score = stat_value(stat)
-        if score is None:
-            continue
-        result_id = eee.evaluation_result_id(name.name, name.split, perturbation_name(name))
-        by_id.setdefault(result_id, []).append((stat, score))
+        description = name.perturbation
+        pkey = perturbation_key(description)
+        key = (name.name, name.split, pkey, computed_on_of(description))
+        groups.setdefault(key, []).append(stat)
     results: list[CoreResult] = []
-    for result_id in sorted(by_id):
-        candidates = by_id[result_id]
-        computed_on = _computed_on(candidates[0][0])
-        same = [c for c in candidates if _computed_on(c[0]) == computed_on]
-        whole = [c for c in same if not c[0].name.sub_split]
-        if whole:
-            results.append(_from_stat(result_id, *whole[0]))
-            continue
-        per_sub_split: dict[str | None, tuple[Stat, float]] = {}
-        for stat, score in same:
-            per_sub_split.setdefault(stat.name.sub_split, (stat, score))
-        if len(per_sub_split) == 1:
-            results.append(_from_stat(result_id, *same[0]))
-            continue
-        merged = _merge_sub_splits(result_id, list(per_sub_split.values()))
-        if math.isfinite(merged.score):
-            results.append(merged)
+    for key, members in groups.items():
+        metric, split, perturbation, computed_on = key
+        whole = _merged(result_id_of(*key), key, None, members)
+        if whole is not None:
+            results.append(whole)
+        by_sub_split: dict[str, list[Stat]] = {}
+        for stat in members:
+            if stat.name.sub_split is not None:
+                by_sub_split.setdefault(stat.name.sub_split, []).append(stat)
+        for sub_split, part in by_sub_split.items():
+            result_id = result_id_of(metric, split, perturbation, computed_on, sub_split)
+            found = _merged(result_id, key, sub_split, part)
+            if found is not None:
+                results.append(found)
+    results.sort(key=lambda r: r.result_id)
     return results
 
 
@@ -205,31 +235,37 @@ def evaluations_table(
     results: Sequence[CoreResult],
     stats: Sequence[Stat],
     samples: Mapping[str, int],
-    samples_number: int,
+    sample_ids: Sequence[str],
     first_state: RequestState | None,
     run_spec: RunSpec,
     facts: RunFacts,
     job_timestamp: str,
+    selection: MetricSelection,
 ) -> pa.Table:
     """The ``evaluations`` rows of one run (``tables.EVALUATIONS_SCHEMA``)."""
     n = len(results)
-    if n == 0:  # e.g. a perplexity-only run: instance rows (fallback scores), no aggregates
+    if n == 0:  # e.g. a run of metrics nobody selected: instance rows only, no aggregates
         return tables.EVALUATIONS_SCHEMA.empty_table()
+    samples_number = len(sample_ids)
     num_instances = _num_instances_by_split(stats)
     scenario_args = run_spec.scenario_spec.args
     source_data = {
         "dataset_name": facts.dataset_name,
         "source_type": eee.SOURCE_TYPE,
         "samples_number": samples_number,
+        "sample_ids": list(sample_ids),
         "additional_details": {
             "scenario_name": run_spec.scenario_spec.class_name,
             "scenario_args": json.dumps(scenario_args) if scenario_args else "",
         },
     }
-    configs = [eee.metric_config(r.metric) for r in results]
-    num_samples: list[int] = []
+    configs = [eee.metric_config(r.metric, selection.lower_is_better(r.metric)) for r in results]
+    num_samples: list[int | None] = []
     for r in results:
-        unperturbed_id = eee.evaluation_result_id(r.metric, r.split, None)
+        if r.sub_split is not None:
+            num_samples.append(None)  # not known per sub-split
+            continue
+        unperturbed_id = result_id_of(r.metric, r.split, None, None)
         found = samples.get(r.result_id) or samples.get(unperturbed_id)
         num_samples.append(found or num_instances.get(r.split, samples_number))
 
@@ -237,43 +273,44 @@ def evaluations_table(
         return pa.repeat(pa.scalar(value, type=type_), n)
 
     generation_config = _generation_config(run_spec.adapter_spec, first_state)
-    columns: list[pa.Array] = [
-        *tables.provenance_arrays(facts.ref, n),
-        repeat(eee.SCHEMA_VERSION, pa.string()),
-        repeat(facts.evaluation_id, pa.string()),
-        repeat(job_timestamp, pa.string()),
-        repeat(facts.evaluation_timestamp, pa.string()),
-        repeat(facts.model_id, pa.string()),
-        repeat(facts.model_id, pa.string()),
-        repeat(eee.model_developer(facts.model_id), pa.string()),
-        repeat(facts.model_deployment, pa.string()),
-        repeat(facts.dataset_name, pa.string()),
-        pa.array([r.result_id for r in results], type=pa.string()),
-        pa.array([c.metric_name for c in configs], type=pa.string()),
-        pa.array([c.metric_id for c in configs], type=pa.string()),
-        pa.array([c.metric_kind for c in configs], type=pa.string()),
-        pa.array([c.metric_unit for c in configs], type=pa.string()),
-        pa.array(
+    columns: dict[str, pa.Array] = {
+        **tables.provenance_columns(facts.ref, n),
+        "schema_version": repeat(eee.SCHEMA_VERSION, pa.string()),
+        "evaluation_id": repeat(facts.evaluation_id, pa.string()),
+        "retrieved_timestamp": repeat(job_timestamp, pa.string()),
+        "evaluation_timestamp": repeat(facts.evaluation_timestamp, pa.string()),
+        "model_id": repeat(facts.model_id, pa.string()),
+        "model_name": repeat(facts.model_id, pa.string()),
+        "model_developer": repeat(eee.model_developer(facts.model_id), pa.string()),
+        "model_deployment": repeat(facts.model_deployment, pa.string()),
+        "evaluation_name": repeat(facts.dataset_name, pa.string()),
+        "evaluation_result_id": pa.array([r.result_id for r in results], type=pa.string()),
+        "metric_name": pa.array([c.metric_name for c in configs], type=pa.string()),
+        "metric_id": pa.array([c.metric_id for c in configs], type=pa.string()),
+        "metric_kind": pa.array([c.metric_kind for c in configs], type=pa.string()),
+        "metric_unit": pa.array([c.metric_unit for c in configs], type=pa.string()),
+        "metric_parameters": pa.array(
             [[{"key": k, "value": v} for k, v in c.metric_parameters.items()] for c in configs],
             type=tables.NUMBER_MAP,
         ),
-        pa.array(
+        "metric_additional_details": pa.array(
             [[{"key": k, "value": v} for k, v in c.additional_details.items()] for c in configs],
             type=tables.STRING_MAP,
         ),
-        pa.array([c.score_type for c in configs], type=pa.string()),
-        pa.array([r.split for r in results], type=pa.string()),
-        pa.array([r.sub_split for r in results], type=pa.string()),
-        pa.array([r.perturbation for r in results], type=pa.string()),
-        pa.array([r.computed_on for r in results], type=pa.string()),
-        pa.array([r.score for r in results], type=pa.float64()),
-        pa.array([finite_int(r.count) for r in results], type=pa.int64()),
-        pa.array([finite(r.stddev) for r in results], type=pa.float64()),
-        pa.array(num_samples, type=pa.int64()),
-        pa.array([c.lower_is_better for c in configs], type=pa.bool_()),
-        pa.array([c.min_score for c in configs], type=pa.float64()),
-        pa.array([c.max_score for c in configs], type=pa.float64()),
-        repeat(source_data, tables.SOURCE_DATA_TYPE),
-        repeat(generation_config, tables.GENERATION_CONFIG_TYPE),
-    ]
-    return pa.Table.from_arrays(columns, schema=tables.EVALUATIONS_SCHEMA)
+        "score_type": pa.array([c.score_type for c in configs], type=pa.string()),
+        "split": pa.array([r.split for r in results], type=pa.string()),
+        "sub_split": pa.array([r.sub_split for r in results], type=pa.string()),
+        "perturbation": pa.array([key_name(r.perturbation) for r in results], type=pa.string()),
+        "perturbation_description": pa.array([r.perturbation for r in results], type=pa.string()),
+        "perturbation_computed_on": pa.array([r.computed_on for r in results], type=pa.string()),
+        "score": pa.array([r.score for r in results], type=pa.float64()),
+        "count": pa.array([finite_int(r.count) for r in results], type=pa.int64()),
+        "stddev": pa.array([finite(r.stddev) for r in results], type=pa.float64()),
+        "num_samples": pa.array(num_samples, type=pa.int64()),
+        "lower_is_better": pa.array([c.lower_is_better for c in configs], type=pa.bool_()),
+        "min_score": pa.array([c.min_score for c in configs], type=pa.float64()),
+        "max_score": pa.array([c.max_score for c in configs], type=pa.float64()),
+        "source_data": repeat(source_data, tables.SOURCE_DATA_TYPE),
+        "generation_config": repeat(generation_config, tables.GENERATION_CONFIG_TYPE),
+    }
+    return tables.table_by_name(columns, tables.EVALUATIONS_SCHEMA)

@@ -50,6 +50,7 @@ from helmproc.engine.convert import schemas as tables
 from helmproc.engine.convert.run_index import CoreId, EntryKey, EntryStats, RequestStates
 from helmproc.engine.facts import RunRef
 from helmproc.engine.helm.decrypt import Decryptor, any_placeholder
+from helmproc.engine.helm.perturbations import key_name
 from helmproc.engine.helm.run_files import Completion, RequestState, text_of
 from helmproc.engine.helm.stat_values import finite, finite_int
 
@@ -65,6 +66,11 @@ SUB_SPLIT_KEY = "sub_split"
 MEDIA_KEY = "media"
 ANNOTATIONS_KEY = "annotations"
 ENCRYPTED_KEY = "encrypted"
+SCORE_MISSING_KEY = "score_missing"
+# Why a row has no score (metadata ``score_missing``).
+NOT_EXECUTED = "request not executed: HELM computed no score (e.g. a dry run)"
+NO_KEPT_METRIC = "HELM computed no per-instance stat of a kept metric for this entry"
+MAX_SCORE = eee.INDICATOR_MAX
 
 _JSON = msgspec.json.Encoder()
 
@@ -140,9 +146,10 @@ class _RowInfo:
 
     core_ids: tuple[CoreId, ...]
     result_ids: tuple[str, ...]
+    metrics: tuple[str, ...]
     splits: tuple[str | None, ...]
     null_split: bool  # some split is None (then the instance's split stands in)
-    scored: tuple[bool, ...]  # metric in EEE's is_correct family (then is_correct = score > 0)
+    indicator: tuple[bool, ...]  # indicator-style metric (is_correct = score is the maximum)
 
     @classmethod
     def of(cls, core_ids: tuple[CoreId, ...]) -> _RowInfo:
@@ -150,9 +157,10 @@ class _RowInfo:
         return cls(
             core_ids=core_ids,
             result_ids=tuple(result_id for result_id, _, _ in core_ids),
+            metrics=tuple(metric for _, metric, _ in core_ids),
             splits=splits,
             null_split=any(split is None for split in splits),
-            scored=tuple(eee.is_correct(metric, 1.0) for _, metric, _ in core_ids),
+            indicator=tuple(eee.is_indicator(metric) for _, metric, _ in core_ids),
         )
 
 
@@ -189,9 +197,10 @@ class _Batch:
         # per row
         self.entry_index: list[int] = []
         self.result_id: list[str | None] = []
+        self.metric: list[str | None] = []
         self.split: list[str | None] = []
-        self.score: list[float] = []
-        self.is_correct: list[bool] = []
+        self.score: list[float | None] = []
+        self.is_correct: list[bool | None] = []
 
     def add(self, key: EntryKey, scanned: EntryStats, state: RequestState) -> None:
         instance_id, perturbation, trial = key
@@ -242,8 +251,12 @@ class _Batch:
         texts = [prompt, *references, *choices, *outputs]
         encrypted = any_placeholder(texts)
         source = instance.input
+        unscored = None
+        if not scanned.core_ids:
+            unscored = NOT_EXECUTED if result is None else NO_KEPT_METRIC
         if (  # the common case, without a call per entry: no metadata at all
             not encrypted
+            and unscored is None
             and instance.sub_split is None
             and state.annotations is None
             and state.request.multimodal_prompt is None
@@ -251,34 +264,24 @@ class _Batch:
         ):
             metadata = None
         else:
-            metadata = self._metadata(state, encrypted)
+            metadata = self._metadata(state, encrypted, unscored)
         self.metadata.append(metadata)
-        n_rows = self._add_rows(entry_index, instance_id, instance.split, scanned, outputs, correct)
+        n_rows = self._add_rows(entry_index, instance.split, scanned)
         size = sum(map(len, texts)) + sum(map(len, reasoning))
         if metadata:
             size += sum(len(kv["value"]) for kv in metadata)
         self.weight += (size + ROW_OVERHEAD_BYTES) * n_rows
 
-    def _add_rows(
-        self,
-        entry_index: int,
-        instance_id: str,
-        instance_split: str | None,
-        scanned: EntryStats,
-        outputs: list[str],
-        correct: list[str],
-    ) -> int:
+    def _add_rows(self, entry_index: int, instance_split: str | None, scanned: EntryStats) -> int:
         if not scanned.core_ids:
-            # Fallback row (as EEE does): no core stat for this entry, so score the share of
-            # completions that equal a correct reference, under a null evaluation_result_id.
-            wanted = {c.strip() for c in correct}
-            hits = sum(1 for c in outputs if c.strip() in wanted)
-            score = hits / len(outputs) if outputs else 0.0
+            # HELM computed no kept metric for this entry: one row for its texts, no score
+            # (metadata ``score_missing`` says why).
             self.entry_index.append(entry_index)
             self.result_id.append(None)
+            self.metric.append(None)
             self.split.append(instance_split)
-            self.score.append(score)
-            self.is_correct.append(score > 0)
+            self.score.append(None)
+            self.is_correct.append(None)
             return 1
         core_ids = scanned.core_ids
         info = self._row_info.get(id(core_ids))
@@ -288,17 +291,20 @@ class _Batch:
         scores = scanned.scores
         self.entry_index.extend([entry_index] * n_rows)
         self.result_id.extend(info.result_ids)
+        self.metric.extend(info.metrics)
         if info.null_split:
             self.split.extend(s if s is not None else instance_split for s in info.splits)
         else:
             self.split.extend(info.splits)
         self.score.extend(scores)
-        # eee.is_correct(metric, score), with the metric's half decided once per metric set
-        flags = zip(info.scored, scores, strict=True)
-        self.is_correct.extend([scored and s > 0 for scored, s in flags])
+        # eee.is_correct(metric, score), with the metric's kind decided once per metric set
+        flags = zip(info.indicator, scores, strict=True)
+        self.is_correct.extend([(s >= MAX_SCORE) if kind else None for kind, s in flags])
         return n_rows
 
-    def _metadata(self, state: RequestState, encrypted: bool) -> list[dict[str, str]] | None:
+    def _metadata(
+        self, state: RequestState, encrypted: bool, unscored: str | None
+    ) -> list[dict[str, str]] | None:
         pairs: list[dict[str, str]] = []
         if state.instance.sub_split is not None:
             pairs.append({"key": SUB_SPLIT_KEY, "value": state.instance.sub_split})
@@ -310,6 +316,8 @@ class _Batch:
             pairs.append({"key": ANNOTATIONS_KEY, "value": annotations})
         if encrypted:
             pairs.append({"key": ENCRYPTED_KEY, "value": "true"})
+        if unscored is not None:
+            pairs.append({"key": SCORE_MISSING_KEY, "value": unscored})
         return pairs or None
 
     def _add_token_usage(self, scanned: EntryStats, echo_prompt: bool) -> None:
@@ -340,93 +348,87 @@ class _Batch:
         n_rows = len(self.entry_index)
         string_list = pa.list_(pa.string())
         nulls = pa.nulls
-        per_entry = pa.Table.from_arrays(
-            [
-                pa.array(self.perturbation, type=pa.string()),
-                pa.array(self.train_trial, type=pa.int32()),
-                pa.array(self.sample_id, type=pa.string()),
-                pa.array(self.sample_hash, type=pa.string()),
-                pa.StructArray.from_arrays(
-                    [
-                        pa.array(self.prompt, type=pa.string()),
-                        nulls(n_entries, pa.string()),
-                        pa.array(self.reference, type=string_list),
-                        pa.array(self.choices, type=string_list),
-                    ],
-                    fields=list(tables.INPUT_TYPE),
+        struct = tables.struct_by_name
+        per_entry = pa.table(
+            {
+                "perturbation": pa.array(
+                    [key_name(k) for k in self.perturbation], type=pa.string()
                 ),
-                pa.StructArray.from_arrays(
-                    [
-                        pa.array(self.output, type=string_list),
-                        pa.array(self.reasoning, type=string_list),
-                    ],
-                    fields=list(tables.OUTPUT_TYPE),
+                "perturbation_description": pa.array(self.perturbation, type=pa.string()),
+                "train_trial": pa.array(self.train_trial, type=pa.int32()),
+                "sample_id": pa.array(self.sample_id, type=pa.string()),
+                "sample_hash": pa.array(self.sample_hash, type=pa.string()),
+                "input": struct(
+                    {
+                        "raw": pa.array(self.prompt, type=pa.string()),
+                        "formatted": nulls(n_entries, pa.string()),
+                        "reference": pa.array(self.reference, type=string_list),
+                        "choices": pa.array(self.choices, type=string_list),
+                    },
+                    tables.INPUT_TYPE,
                 ),
-                self._answer_attribution(),
-                self._token_usage(),
-                pa.StructArray.from_arrays(
-                    [
-                        nulls(n_entries, pa.float64()),
-                        nulls(n_entries, pa.float64()),
-                        pa.array(self.generation_ms, type=pa.float64()),
-                        nulls(n_entries, tables.STRING_MAP),
-                    ],
-                    fields=list(tables.PERFORMANCE_TYPE),
+                "output": struct(
+                    {
+                        "raw": pa.array(self.output, type=string_list),
+                        "reasoning_trace": pa.array(self.reasoning, type=string_list),
+                    },
+                    tables.OUTPUT_TYPE,
                 ),
-                pa.array(self.error, type=pa.string()),
-                pa.array(self.metadata, type=tables.STRING_MAP),
-            ],
-            names=[
-                "perturbation",
-                "train_trial",
-                "sample_id",
-                "sample_hash",
-                "input",
-                "output",
-                "answer_attribution",
-                "token_usage",
-                "performance",
-                "error",
-                "metadata",
-            ],
+                "answer_attribution": self._answer_attribution(),
+                "token_usage": self._token_usage(),
+                "performance": struct(
+                    {
+                        "latency_ms": nulls(n_entries, pa.float64()),
+                        "time_to_first_token_ms": nulls(n_entries, pa.float64()),
+                        "generation_time_ms": pa.array(self.generation_ms, type=pa.float64()),
+                        "additional_details": nulls(n_entries, tables.STRING_MAP),
+                    },
+                    tables.PERFORMANCE_TYPE,
+                ),
+                "error": pa.array(self.error, type=pa.string()),
+                "metadata": pa.array(self.metadata, type=tables.STRING_MAP),
+            }
         ).take(pa.array(self.entry_index, type=pa.int64()))
 
         def repeat(value: Any) -> pa.Array:
             return pa.repeat(pa.scalar(value, type=pa.string()), n_rows)
 
-        evaluation = pa.StructArray.from_arrays(
-            [
-                pa.array(self.score, type=pa.float64()),
-                pa.array(self.is_correct, type=pa.bool_()),
-                nulls(n_rows, pa.int32()),
-                nulls(n_rows, pa.int32()),
-            ],
-            fields=list(tables.EVALUATION_TYPE),
+        evaluation = struct(
+            {
+                "score": pa.array(self.score, type=pa.float64()),
+                "is_correct": pa.array(self.is_correct, type=pa.bool_()),
+                "num_turns": nulls(n_rows, pa.int32()),
+                "tool_calls_count": nulls(n_rows, pa.int32()),
+            },
+            tables.EVALUATION_TYPE,
         )
-        columns = [
-            *tables.provenance_arrays(facts.ref, n_rows),
-            per_entry.column("perturbation"),
-            per_entry.column("train_trial"),
-            pa.array(self.split, type=pa.string()),
-            repeat(eee.SCHEMA_VERSION),
-            repeat(facts.evaluation_id),
-            repeat(facts.model_id),
-            repeat(facts.dataset_name),
-            pa.array(self.result_id, type=pa.string()),
-            per_entry.column("sample_id"),
-            per_entry.column("sample_hash"),
-            repeat(eee.INTERACTION_TYPE),
-            per_entry.column("input"),
-            per_entry.column("output"),
-            nulls(n_rows, pa.string()),
-            per_entry.column("answer_attribution"),
-            evaluation,
-            per_entry.column("token_usage"),
-            per_entry.column("performance"),
-            per_entry.column("error"),
-            per_entry.column("metadata"),
-        ]
-        return pa.Table.from_arrays(columns, schema=tables.INSTANCES_SCHEMA)
+        entry = per_entry.column
+        columns = {
+            **tables.provenance_columns(facts.ref, n_rows),
+            "helm_perturbation": entry("perturbation"),
+            "helm_perturbation_description": entry("perturbation_description"),
+            "helm_train_trial": entry("train_trial"),
+            "helm_split": pa.array(self.split, type=pa.string()),
+            "schema_version": repeat(eee.SCHEMA_VERSION),
+            "evaluation_id": repeat(facts.evaluation_id),
+            "model_id": repeat(facts.model_id),
+            "evaluation_name": repeat(facts.dataset_name),
+            "evaluation_result_id": pa.array(self.result_id, type=pa.string()),
+            "metric_name": pa.array(self.metric, type=pa.string()),
+            "sample_id": entry("sample_id"),
+            "sample_hash": entry("sample_hash"),
+            "interaction_type": repeat(eee.INTERACTION_TYPE),
+            "input": entry("input"),
+            "output": entry("output"),
+            "messages": nulls(n_rows, pa.string()),
+            "answer_attribution": entry("answer_attribution"),
+            "evaluation": evaluation,
+            "token_usage": entry("token_usage"),
+            "performance": entry("performance"),
+            "error": entry("error"),
+            "metadata": entry("metadata"),
+        }
+        return tables.table_by_name(columns, tables.INSTANCES_SCHEMA)
 
     def _answer_attribution(self) -> pa.Array:
         """One item per entry with a completion (turn 0, from output.raw), else empty."""
@@ -435,15 +437,17 @@ class _Batch:
         for v in self.extracted:
             offsets.append(offsets[-1] + (v is not None))
         n = len(values)
-        items = pa.StructArray.from_arrays(
-            [
-                pa.repeat(pa.scalar(0, type=pa.int32()), n),
-                pa.repeat(pa.scalar(eee.ATTRIBUTION_SOURCE, type=pa.string()), n),
-                pa.array(values, type=pa.string()),
-                pa.repeat(pa.scalar(eee.ATTRIBUTION_METHOD, type=pa.string()), n),
-                pa.repeat(pa.scalar(True, type=pa.bool_()), n),
-            ],
-            fields=list(tables.ANSWER_ATTRIBUTION_TYPE.value_type),
+        items = tables.struct_by_name(
+            {
+                "turn_idx": pa.repeat(pa.scalar(0, type=pa.int32()), n),
+                "source": pa.repeat(pa.scalar(eee.ATTRIBUTION_SOURCE, type=pa.string()), n),
+                "extracted_value": pa.array(values, type=pa.string()),
+                "extraction_method": pa.repeat(
+                    pa.scalar(eee.ATTRIBUTION_METHOD, type=pa.string()), n
+                ),
+                "is_terminal": pa.repeat(pa.scalar(True, type=pa.bool_()), n),
+            },
+            tables.ANSWER_ATTRIBUTION_TYPE.value_type,
         )
         return pa.ListArray.from_arrays(
             pa.array(offsets, type=pa.int32()), items, type=tables.ANSWER_ATTRIBUTION_TYPE
@@ -451,15 +455,15 @@ class _Batch:
 
     def _token_usage(self) -> pa.Array:
         n = len(self.input_tokens)
-        return pa.StructArray.from_arrays(
-            [
-                pa.array(self.input_tokens, type=pa.int64()),
-                pa.array(self.output_tokens, type=pa.int64()),
-                pa.array(self.total_tokens, type=pa.int64()),
-                pa.nulls(n, pa.int64()),
-                pa.nulls(n, pa.int64()),
-                pa.array(self.reasoning_tokens, type=pa.int64()),
-            ],
-            fields=list(tables.TOKEN_USAGE_TYPE),
+        return tables.struct_by_name(
+            {
+                "input_tokens": pa.array(self.input_tokens, type=pa.int64()),
+                "output_tokens": pa.array(self.output_tokens, type=pa.int64()),
+                "total_tokens": pa.array(self.total_tokens, type=pa.int64()),
+                "input_tokens_cache_write": pa.nulls(n, pa.int64()),
+                "input_tokens_cache_read": pa.nulls(n, pa.int64()),
+                "reasoning_tokens": pa.array(self.reasoning_tokens, type=pa.int64()),
+            },
+            tables.TOKEN_USAGE_TYPE,
             mask=pa.array([t is None for t in self.input_tokens], type=pa.bool_()),
         )

@@ -2,9 +2,13 @@
 entry's request state is.
 
 ``per_instance_stats.json`` becomes one :class:`EntryStats` per (instance id, perturbation
-name, train trial) key: the usable core scores (sorted by evaluation_result_id; the first stat
-of an id wins), the token sums and the multiple-choice ``predicted_index``; the per-entry
-``Stat`` objects are dropped as soon as an entry is reduced. A key that repeats is an error.
+key, train trial) key, the perturbation key being the whole canonical description
+(``perturbations.perturbation_key``, so same-named variants are distinct entries): the usable
+scores of the metrics the caller keeps (its ``describe`` function maps a stat name to its
+(evaluation_result_id, metric, split), or None for a metric not kept), sorted by
+evaluation_result_id (the first stat of an id wins), the token sums and the multiple-choice
+``predicted_index``; the per-entry ``Stat`` objects are dropped as soon as an entry is
+reduced. A key that repeats is an error.
 
 ``scenario_state.json`` becomes a :class:`RequestStates` index: for each key the first request
 state (generation, joint multiple choice), or, for ``multiple_choice_separate_*`` runs (states
@@ -43,9 +47,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, NamedTuple, TypeVar
 
-from helmproc.engine.convert import eee_fields as eee
 from helmproc.engine.errors import RunConversionError
 from helmproc.engine.helm.array_stream import iter_array_elements, read_span
+from helmproc.engine.helm.perturbations import key_name, perturbation_key
 from helmproc.engine.helm.run_files import (
     PER_INSTANCE_STATS_FILE,
     SCENARIO_STATE_FILE,
@@ -58,11 +62,12 @@ from helmproc.engine.helm.run_files import (
     load_json,
     text_of,
 )
-from helmproc.engine.helm.stat_values import finite, finite_int, perturbation_name, stat_value
+from helmproc.engine.helm.stat_values import finite, finite_int, stat_value
 from helmproc.engine.input_files import open_input
 
 __all__ = [
     "CoreId",
+    "DescribeStat",
     "EntryKey",
     "EntryStats",
     "InMemoryStates",
@@ -75,7 +80,7 @@ __all__ = [
     "sorted_keys",
 ]
 
-# (instance id, perturbation name or None, train trial index): HELM's per-instance key.
+# (instance id, perturbation key or None, train trial index): HELM's per-instance key.
 EntryKey = tuple[str, str | None, int]
 
 ORIGINAL_REQUEST_MODE = "original"
@@ -94,15 +99,20 @@ def describe_key(key: EntryKey) -> str:
 
 
 def sorted_keys(keys: Iterable[EntryKey]) -> list[EntryKey]:
-    """Row order: instance id, then unperturbed before perturbed (by name), then trial."""
-    return sorted(keys, key=lambda k: (k[0], k[1] is not None, k[1] or "", k[2]))
+    """Row order: instance id, then unperturbed before perturbed (by name, then by whole
+    description), then trial."""
+    return sorted(
+        keys, key=lambda k: (k[0], k[1] is not None, key_name(k[1]) or "", k[1] or "", k[2])
+    )
 
 
 # --- per_instance_stats.json ----------------------------------------------------------------
 
 
-# (evaluation_result_id, metric, split) of a core stat name.
+# (evaluation_result_id, metric, split) of a kept stat name.
 CoreId = tuple[str, str, str | None]
+# What the caller keeps: a stat name's CoreId, or None for a metric it does not keep.
+DescribeStat = Callable[[MetricName], CoreId | None]
 
 
 @dataclass(slots=True)
@@ -138,65 +148,61 @@ _SPECIAL_STATS = {
 
 
 _NO_CORE_ID: CoreId = ("", "", None)
-# MetricName -> (role, core id). A file repeats the same few dozen names, so this stays small;
-# a plain dict (looked up with .get, no call frame) costs a third of an lru_cache call, and
-# it is consulted for every stat of every entry (27 per MMLU instance).
-_ROLES: dict[MetricName, tuple[int, CoreId]] = {}
-_MAX_ROLES = 4096
-
-
-def _stat_role(name: MetricName) -> tuple[int, CoreId]:
-    """(role, (evaluation_result_id, metric, split)) of a per-instance stat name. Cached: the
-    cached strings are shared by every entry."""
-    if eee.is_core_metric(name.name):
-        result_id = eee.evaluation_result_id(name.name, name.split, perturbation_name(name))
-        role: tuple[int, CoreId] = (_CORE, (result_id, name.name, name.split))
-    else:
-        role = (_SPECIAL_STATS.get(name.name, _UNUSED), _NO_CORE_ID)
-    if len(_ROLES) >= _MAX_ROLES:
-        _ROLES.clear()
-    _ROLES[name] = role
-    return role
+# Layouts remembered per file: perturbed runs alternate between a few name sequences
+# (unperturbed and one per perturbation), so each is worked out once.
+_MAX_LAYOUTS = 16
 
 
 class StatLayout:
     """The stats of an entry that matter, by position, for one sequence of stat names.
 
-    The entries of a file nearly always list the same names in the same order (27 for an
-    MMLU run, of which 12 matter), so :func:`scan_entry_stats` compares an entry's names with
-    the previous entry's (one list comparison in C) and, when they match, visits only the
-    positions recorded here instead of looking up the role of every stat.
+    The entries of a file nearly always list one of a few sequences of names (27 for an MMLU
+    run, of which 12 matter), so :func:`scan_entry_stats` compares an entry's names with the
+    sequences seen before (list comparisons in C) and, on a match, visits only the positions
+    recorded for it instead of working out the role of every stat.
     """
 
-    def __init__(self) -> None:
-        self.names: list[MetricName] = []
-        self.used: list[tuple[int, int, CoreId]] = []  # (position, role, core id)
+    def __init__(self, describe: DescribeStat) -> None:
+        self.describe = describe
+        self.layouts: list[tuple[list[MetricName], list[tuple[int, int, CoreId]]]] = []
+
+    def _role(self, name: MetricName) -> tuple[int, CoreId]:
+        core_id = self.describe(name)
+        if core_id is not None:
+            return _CORE, (sys.intern(core_id[0]), sys.intern(core_id[1]), core_id[2])
+        return _SPECIAL_STATS.get(name.name, _UNUSED), _NO_CORE_ID
 
     def positions(self, stats: Sequence[Stat]) -> list[tuple[int, int, CoreId]]:
         names = [stat.name for stat in stats]
-        if names != self.names:
-            known = _ROLES.get
-            used = []
-            for position, name in enumerate(names):
-                found = known(name)
-                role, ids = found if found is not None else _stat_role(name)
-                if role != _UNUSED:
-                    used.append((position, role, ids))
-            self.names, self.used = names, used
-        return self.used
+        layouts = self.layouts
+        if layouts and layouts[0][0] == names:
+            return layouts[0][1]
+        for index in range(1, len(layouts)):
+            if layouts[index][0] == names:
+                found = layouts.pop(index)
+                layouts.insert(0, found)
+                return found[1]
+        used = []
+        for position, name in enumerate(names):
+            role, ids = self._role(name)
+            if role != _UNUSED:
+                used.append((position, role, ids))
+        layouts.insert(0, (names, used))
+        del layouts[_MAX_LAYOUTS:]
+        return used
 
 
 def scan_entry_stats(
     stats: Sequence[Stat],
+    layout: StatLayout,
     shared: dict[tuple[CoreId, ...], tuple[CoreId, ...]] | None = None,
-    layout: StatLayout | None = None,
 ) -> EntryStats:
     """One pass over an entry's stats (the first stat of each name / result id wins).
-    ``shared`` interns the tuples of core ids across the entries of a file, ``layout`` skips
-    the stats that do not matter when consecutive entries list the same names."""
+    ``layout`` knows which stats matter (and skips the rest when entries list the same
+    names), ``shared`` interns the tuples of core ids across the entries of a file."""
     core: dict[str, tuple[CoreId, float]] = {}
     prompt_tokens = output_tokens = completion_tokens = predicted_index = None
-    for position, role, ids in (layout or StatLayout()).positions(stats):
+    for position, role, ids in layout.positions(stats):
         stat = stats[position]
         if role == _CORE:
             if ids[0] not in core:
@@ -228,17 +234,24 @@ def scan_entry_stats(
     )
 
 
-def read_entries(path: Path, *, stream: bool) -> dict[EntryKey, EntryStats]:
+def read_entries(path: Path, describe: DescribeStat, *, stream: bool) -> dict[EntryKey, EntryStats]:
     """The reduced entries of ``per_instance_stats.json`` at ``path`` (see module docstring)."""
     entries: dict[EntryKey, EntryStats] = {}
     shared: dict[tuple[CoreId, ...], tuple[CoreId, ...]] = {}
-    layout = StatLayout()
+    layout = StatLayout(describe)
+    keys: dict[str, str] = {}  # perturbation key text, interned per file
     for entry in _per_instance_entries(path, stream):
-        key = (sys.intern(entry.instance_id), perturbation_name(entry), entry.train_trial_index)
+        perturbation = entry.perturbation
+        if perturbation is None:
+            pkey = None
+        else:
+            pkey = perturbation_key(perturbation)
+            pkey = keys.setdefault(pkey, pkey)
+        key = (sys.intern(entry.instance_id), pkey, entry.train_trial_index)
         if key in entries:
             reason = f"two entries for {describe_key(key)}"
             raise RunConversionError(PER_INSTANCE_STATS_FILE, reason)
-        entries[key] = scan_entry_stats(entry.stats, shared, layout)
+        entries[key] = scan_entry_stats(entry.stats, layout, shared)
     return entries
 
 
@@ -269,6 +282,7 @@ class RequestStates(ABC, Generic[H]):
     by_reference: dict[EntryKey, dict[int, H]] = field(default_factory=dict)
     first: RequestState | None = None
     samples_number: int = 0
+    sample_ids: list[str] = field(default_factory=list)  # distinct instance ids, sorted
     _min_datetime: float | None = None
     _instance_ids: set[str] = field(default_factory=set)
 
@@ -280,7 +294,7 @@ class RequestStates(ABC, Generic[H]):
     def add(self, state: RequestState, handle: H) -> None:
         instance = state.instance
         instance_id = sys.intern(instance.id)
-        key = (instance_id, perturbation_name(instance), state.train_trial_index)
+        key = (instance_id, perturbation_key(instance.perturbation), state.train_trial_index)
         if self.first is None:
             self.first = state
         self._instance_ids.add(instance_id)
@@ -295,7 +309,8 @@ class RequestStates(ABC, Generic[H]):
             self.by_reference.setdefault(key, {}).setdefault(state.reference_index, handle)
 
     def finish(self) -> None:
-        self.samples_number = len(self._instance_ids)
+        self.sample_ids = sorted(self._instance_ids)
+        self.samples_number = len(self.sample_ids)
         self._instance_ids = set()
 
     def choose(self, key: EntryKey, predicted_index: float | None) -> H | None:

@@ -16,7 +16,7 @@ changing one is a dataset format change.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -86,6 +86,7 @@ INSTANCES_SCHEMA = pa.schema(
     [
         *PROVENANCE_FIELDS,
         pa.field("helm_perturbation", pa.string()),
+        pa.field("helm_perturbation_description", pa.string()),
         pa.field("helm_train_trial", pa.int32(), nullable=False),
         pa.field("helm_split", pa.string()),
         pa.field("schema_version", pa.string(), nullable=False),
@@ -93,6 +94,7 @@ INSTANCES_SCHEMA = pa.schema(
         pa.field("model_id", pa.string(), nullable=False),
         pa.field("evaluation_name", pa.string(), nullable=False),
         pa.field("evaluation_result_id", pa.string()),
+        pa.field("metric_name", pa.string()),
         pa.field("sample_id", pa.string(), nullable=False),
         pa.field("sample_hash", pa.string()),
         pa.field("interaction_type", pa.string(), nullable=False),
@@ -107,17 +109,22 @@ INSTANCES_SCHEMA = pa.schema(
         pa.field("metadata", STRING_MAP),
     ]
 )
-"""One row per (instance, perturbation, train trial) x core metric; key: provenance +
-(sample_id, helm_perturbation, helm_train_trial, evaluation_result_id). ``metadata`` (EEE's
-string map, null when empty) carries the HELM facts EEE has no field for: ``sub_split``,
-``media`` (e.g. ``"image/png x2"``), ``annotations`` (JSON text) and ``encrypted``
-(``"true"`` while texts are still ``[encrypted_text_N]`` placeholders); see ``instance_rows``."""
+"""One row per (instance, perturbation, train trial) x kept metric; key: provenance +
+(sample_id, helm_perturbation_description, helm_train_trial, evaluation_result_id).
+``helm_perturbation`` is the perturbation's name (for filtering), ``helm_perturbation_description``
+its whole description as canonical JSON (``helm.perturbations``), which tells same-named
+variants apart. ``metric_name`` is the HELM metric of the row (null on a row HELM scored with
+no kept metric). ``metadata`` (EEE's string map, null when empty) carries the HELM facts EEE
+has no field for: ``sub_split``, ``media`` (e.g. ``"image/png x2"``), ``annotations`` (JSON
+text), ``encrypted`` (``"true"`` while texts are still ``[encrypted_text_N]`` placeholders)
+and ``score_missing`` (why a row has no score); see ``instance_rows``."""
 
 SOURCE_DATA_TYPE = pa.struct(
     [
         ("dataset_name", pa.string()),
         ("source_type", pa.string()),
         ("samples_number", pa.int64()),
+        ("sample_ids", pa.list_(pa.string())),
         (
             "additional_details",
             pa.struct([("scenario_name", pa.string()), ("scenario_args", pa.string())]),
@@ -165,20 +172,23 @@ EVALUATIONS_SCHEMA = pa.schema(
         pa.field("split", pa.string()),
         pa.field("sub_split", pa.string()),
         pa.field("perturbation", pa.string()),
+        pa.field("perturbation_description", pa.string()),
         pa.field("perturbation_computed_on", pa.string()),
         pa.field("score", pa.float64(), nullable=False),
         pa.field("count", pa.int64()),
         pa.field("stddev", pa.float64()),
         pa.field("num_samples", pa.int64()),
-        pa.field("lower_is_better", pa.bool_(), nullable=False),
+        pa.field("lower_is_better", pa.bool_()),
         pa.field("min_score", pa.float64()),
         pa.field("max_score", pa.float64()),
         pa.field("source_data", SOURCE_DATA_TYPE, nullable=False),
         pa.field("generation_config", GENERATION_CONFIG_TYPE),
     ]
 )
-"""One row per EEE aggregate result (core stats.json entry); key: provenance +
-evaluation_result_id."""
+"""One row per EEE aggregate result (a kept metric's stats.json entries for one split,
+perturbation and computed_on, merged over sub-splits as helm-summarize does; plus one row
+per sub-split); key: provenance + evaluation_result_id. ``lower_is_better`` is null when
+neither the schema nor the built-in table knows the direction."""
 
 RUNS_SCHEMA = pa.schema(
     [
@@ -190,9 +200,13 @@ RUNS_SCHEMA = pa.schema(
         pa.field("n_rows", pa.int64(), nullable=False),
         pa.field("outcome", pa.string(), nullable=False),
         pa.field("error", pa.string()),
+        pa.field("metric_source", pa.string()),
     ]
 )
-"""One row per HELM run (ok or failed); key: provenance. Also the manifest of published runs."""
+"""One row per HELM run (ok or failed); key: provenance. Also the manifest of published runs.
+``metric_source`` says what decided the run's metrics: ``schema:<file>`` (the release's or
+suite's schema.json), ``builtin`` (helmproc's table of HELM's published headlines) or
+``core`` (the EEE core list only); null for a failed run."""
 
 
 @dataclass(frozen=True)
@@ -210,27 +224,60 @@ class RunRow:
     n_rows: int
     outcome: str
     error: str | None
+    metric_source: str | None = None
 
 
-def provenance_arrays(ref: RunRef, n_rows: int) -> list[pa.Array]:
-    """The four provenance columns for ``n_rows`` rows of one run."""
+def table_by_name(columns: Mapping[str, pa.Array | pa.ChunkedArray], schema: pa.Schema) -> pa.Table:
+    """A table of ``schema`` from columns given by name: every column of the schema exactly
+    once, in the schema's order whatever the mapping's order, and nothing else (ValueError
+    otherwise). Tables are built this way, never by position, so two columns of one type
+    cannot trade places unnoticed."""
+    names = schema.names
+    missing = [name for name in names if name not in columns]
+    unknown = sorted(set(columns) - set(names))
+    if missing or unknown:
+        raise ValueError(f"columns do not match the schema: missing {missing}, unknown {unknown}")
+    return pa.Table.from_arrays([columns[name] for name in names], schema=schema)
+
+
+def struct_by_name(
+    children: Mapping[str, pa.Array], type_: pa.StructType, mask: pa.Array | None = None
+) -> pa.StructArray:
+    """A struct array of ``type_`` from its children given by name (same checks as
+    :func:`table_by_name`)."""
+    names = [field.name for field in type_]
+    missing = [name for name in names if name not in children]
+    unknown = sorted(set(children) - set(names))
+    if missing or unknown:
+        raise ValueError(f"fields do not match the struct: missing {missing}, unknown {unknown}")
+    return pa.StructArray.from_arrays(
+        [children[name] for name in names], fields=list(type_), mask=mask
+    )
+
+
+def provenance_columns(ref: RunRef, n_rows: int) -> dict[str, pa.Array]:
+    """The four provenance columns for ``n_rows`` rows of one run, by name."""
     values = (ref.project, ref.release, ref.suite, ref.run_name)
-    return [pa.repeat(pa.scalar(v, type=pa.string()), n_rows) for v in values]
+    return {
+        field.name: pa.repeat(pa.scalar(value, type=pa.string()), n_rows)
+        for field, value in zip(PROVENANCE_FIELDS, values, strict=True)
+    }
 
 
 def runs_table(rows: Sequence[RunRow]) -> pa.Table:
     """The ``runs`` table for ``rows``, in the order given."""
-    columns: list[pa.Array] = [
-        pa.array([r.ref.project for r in rows], type=pa.string()),
-        pa.array([r.ref.release for r in rows], type=pa.string()),
-        pa.array([r.ref.suite for r in rows], type=pa.string()),
-        pa.array([r.ref.run_name for r in rows], type=pa.string()),
-        pa.array([r.model for r in rows], type=pa.string()),
-        pa.array([r.scenario for r in rows], type=pa.string()),
-        pa.array([r.method for r in rows], type=pa.string()),
-        pa.array([r.n_instances for r in rows], type=pa.int64()),
-        pa.array([r.n_rows for r in rows], type=pa.int64()),
-        pa.array([r.outcome for r in rows], type=pa.string()),
-        pa.array([r.error for r in rows], type=pa.string()),
-    ]
-    return pa.Table.from_arrays(columns, schema=RUNS_SCHEMA)
+    columns: dict[str, pa.Array] = {
+        "helm_project": pa.array([r.ref.project for r in rows], type=pa.string()),
+        "helm_release": pa.array([r.ref.release for r in rows], type=pa.string()),
+        "helm_suite": pa.array([r.ref.suite for r in rows], type=pa.string()),
+        "helm_run": pa.array([r.ref.run_name for r in rows], type=pa.string()),
+        "model": pa.array([r.model for r in rows], type=pa.string()),
+        "scenario": pa.array([r.scenario for r in rows], type=pa.string()),
+        "method": pa.array([r.method for r in rows], type=pa.string()),
+        "n_instances": pa.array([r.n_instances for r in rows], type=pa.int64()),
+        "n_rows": pa.array([r.n_rows for r in rows], type=pa.int64()),
+        "outcome": pa.array([r.outcome for r in rows], type=pa.string()),
+        "error": pa.array([r.error for r in rows], type=pa.string()),
+        "metric_source": pa.array([r.metric_source for r in rows], type=pa.string()),
+    }
+    return table_by_name(columns, RUNS_SCHEMA)

@@ -123,6 +123,7 @@ class RunSpec(msgspec.Struct, gc=False):
     name: str
     scenario_spec: ScenarioSpec
     adapter_spec: AdapterSpec
+    groups: list[str] = []
 
 
 class Scenario(msgspec.Struct, gc=False):
@@ -132,13 +133,14 @@ class Scenario(msgspec.Struct, gc=False):
 # --- stats.json, per_instance_stats.json ----------------------------------------------------
 
 
-class PerturbationDescription(msgspec.Struct, frozen=True, gc=False):
-    name: str
-    computed_on: str | None = None
+# A HELM PerturbationDescription as written: ``name`` plus whatever fields its subclass has
+# (``robustness``, ``fairness``, ``computed_on``, ``seed``, ``mode``, ``prob``, ``suffix``, ...),
+# kept whole because the whole description identifies the perturbation (``perturbations``).
+PerturbationDescription = dict[str, Any]
 
 
 class MetricName(msgspec.Struct, frozen=True, gc=False):
-    """Frozen, so it can key a cache (a per-instance file repeats the same ~30 names)."""
+    """A stat's name. Not hashable (the perturbation is a dict); compare with ``==``."""
 
     name: str
     split: str | None = None
@@ -158,6 +160,7 @@ class Stat(msgspec.Struct, gc=False):
     name: MetricName
     count: Count = 0.0
     sum: float | None = None
+    sum_squared: float | None = None
     mean: float | None = None
     stddev: float | None = None
 

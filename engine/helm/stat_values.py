@@ -9,11 +9,10 @@ No I/O, no state.
 from __future__ import annotations
 
 import math
-from typing import Protocol
 
-from helmproc.engine.helm.run_files import PerturbationDescription, Stat
+from helmproc.engine.helm.run_files import Stat
 
-__all__ = ["finite", "finite_int", "perturbation_name", "stat_value"]
+__all__ = ["finite", "finite_int", "stat_value"]
 
 
 def stat_value(stat: Stat) -> float | None:
@@ -37,14 +36,3 @@ def finite_int(value: float | None) -> int | None:
 
 def finite(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
-
-
-class _Perturbed(Protocol):
-    @property
-    def perturbation(self) -> PerturbationDescription | None: ...
-
-
-def perturbation_name(item: _Perturbed) -> str | None:
-    """The perturbation name of a stat name, per-instance entry or instance (None if none)."""
-    perturbation = item.perturbation
-    return perturbation.name if perturbation is not None else None

@@ -11,7 +11,10 @@ benchmark root itself (``--benchmark`` then only names the project in the output
   (``storage/v1/b/<bucket>/o?prefix=..&delimiter=/``, paged by ``pageToken``) and takes the
   newest version (numeric comparison) whose index exists.
 - Suite mode (``suite`` given): one run per sub-prefix of ``runs/S/`` (``eval_cache/`` and
-  ``groups/`` skipped). Unlike ``DirSource`` this does not look inside each run prefix, so an
+  ``groups/`` skipped).
+- ``schema_for(ref)``: ``releases/R/schema.json`` (else ``runs/S/schema.json``) under the
+  run's root, fetched once per source object (one per worker and job execution); a 404 means
+  the release has none. Unlike ``DirSource`` this does not look inside each run prefix, so an
   incomplete run directory becomes a failed run ("run_spec.json: not found") instead of being
   skipped silently.
 
@@ -44,6 +47,7 @@ from urllib.parse import quote, urlencode, urlsplit
 from helmproc.engine.errors import ConfigError, RunConversionError, SourceError
 from helmproc.engine.facts import RunRef
 from helmproc.engine.helm.decrypt import ENCRYPTION_DATA_FILE, holds_placeholder
+from helmproc.engine.helm.schema_file import HelmSchema
 from helmproc.engine.input_files import file_too_large
 from helmproc.engine.safe_paths import unsafe_part
 from helmproc.engine.sources.filters import RUN_SPEC_FILE, RUN_SPECS_INDEX, SpecFacts, facts_by_name
@@ -52,8 +56,10 @@ from helmproc.engine.sources.folder import (
     NON_RUN_DIRS,
     RUNS_INDEX,
     RunsIndex,
+    SchemaCache,
     check_location,
     parse_runs_index,
+    schema_place,
     version_key,
 )
 from helmproc.engine.sources.http_client import (
@@ -175,6 +181,7 @@ class HttpSource:
         self.settings = client or ClientSettings()
         self.client = HttpClient(self.settings)
         self._indexes: dict[str, RunsIndex | None] = {}
+        self._schemas = SchemaCache()
 
     @property
     def config(self) -> dict[str, Any]:
@@ -281,9 +288,7 @@ class HttpSource:
 
     def _latest_release_runs(self) -> list[RunRef]:
         for root in self.roots():
-            names = sorted(
-                self.list_level(f"{root}/releases").dirs, key=version_key, reverse=True
-            )
+            names = sorted(self.list_level(f"{root}/releases").dirs, key=version_key, reverse=True)
             for name in names:
                 refs = self._release_runs(root, name)
                 if refs is not None:
@@ -371,6 +376,29 @@ class HttpSource:
         except (HttpNotFoundError, SourceError):
             return None
 
+    # -- schema.json -----------------------------------------------------------------------
+    def schema_for(self, ref: RunRef) -> HelmSchema | None:
+        """The release's (else suite's) ``schema.json`` for ``ref``, fetched once per
+        source object; None on 404 (see ``folder`` for the rules)."""
+        root = _root_of(ref)
+        place = schema_place(ref)
+        if root is None or place is None:
+            return None
+        url = self.url(f"{root}/{place}")
+
+        def read() -> bytes | None:
+            with tempfile.TemporaryDirectory(prefix="helmproc-schema-") as tmp:
+                path = Path(tmp) / "schema.json"
+                try:
+                    self.client.download(url, path)
+                except HttpNotFoundError:
+                    return None
+                except HttpStatusError as exc:
+                    raise RunConversionError(place, str(exc)) from None
+                return path.read_bytes()
+
+        return self._schemas.get(f"{root}/{place}", read)
+
     # -- fetching --------------------------------------------------------------------------
     def fetch(self, ref: RunRef, scratch: Path, *, max_file_bytes: int | None = None) -> Path:
         check_location(ref)
@@ -416,6 +444,7 @@ class HttpSource:
             raise RunConversionError(file, f"not found (HTTP 404) at {redact(url)}") from None
         except HttpStatusError as exc:
             raise RunConversionError(file, str(exc)) from None
+
 
 _pool: ThreadPoolExecutor | None = None
 _pool_pid = 0

@@ -190,6 +190,11 @@ class FilteredSource:
         path: Path = self.inner.fetch(ref, scratch, max_file_bytes=max_file_bytes)
         return path
 
+    def schema_for(self, ref: RunRef) -> Any:
+        """The inner source's ``schema.json`` for ``ref`` (see ``folder.schema_of``)."""
+        reader = getattr(self.inner, "schema_for", None)
+        return reader(ref) if reader is not None else None
+
 
 def local_spec_facts(root: Path, refs: Sequence[RunRef]) -> dict[RunRef, SpecFacts | None]:
     """Spec facts of runs in a local ``benchmark_output/`` (or bare folder) at ``root``.

@@ -25,6 +25,13 @@ Other sources: ``HttpSource`` (``bucket.py``), ``MultiSource`` (several projects
 and any of them wrapped in a ``FilteredSource`` (``filters.py``), whose filters are part of the
 recorded config. ``registry.py`` rebuilds any of them from its config.
 
+Schemas. ``schema_for(ref)`` gives the ``schema.json`` that decides a run's metrics: the
+release's (``releases/<R>/schema.json``) for a run listed by a release, else the suite's
+(``runs/<S>/schema.json``, written by helm-summarize since v0.4.0); None when there is none
+(older suites, bare folders). Each file is read and parsed once per source object, i.e. once
+per worker and job execution; a malformed one fails each run that needs it
+(``RunConversionError`` naming the file), never the job.
+
 Bad input that concerns one run fails that run at ``fetch`` (``RunConversionError``), never
 the job: a location that is not a plain relative path (a run name or suite holding ``..``,
 ``/...``; see :func:`check_location`), a run the release index lists under two different
@@ -41,13 +48,14 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from helmproc.engine.errors import ConfigError, RunConversionError, SourceError
 from helmproc.engine.facts import RunRef
+from helmproc.engine.helm.schema_file import SCHEMA_FILE, HelmSchema, parse_schema
 from helmproc.engine.input_files import check_regular, file_too_large, outside_root, read_input
 from helmproc.engine.safe_paths import name_problem, unsafe_part
 from helmproc.engine.sources.filters import SpecFacts, local_spec_facts
@@ -170,9 +178,7 @@ def parse_runs_index(data: bytes, where: str) -> RunsIndex:
         listed.setdefault(str(name), []).append(str(suite))
     suites = {name: found[-1] for name, found in listed.items()}
     conflicts = {
-        name: tuple(dict.fromkeys(found))
-        for name, found in listed.items()
-        if len(set(found)) > 1
+        name: tuple(dict.fromkeys(found)) for name, found in listed.items() if len(set(found)) > 1
     }
     return RunsIndex(suites, conflicts)
 
@@ -218,6 +224,40 @@ def folder_problem(path: Path) -> str | None:
     )
 
 
+def schema_place(ref: RunRef) -> str | None:
+    """Where ``ref``'s ``schema.json`` is, relative to the benchmark root:
+    ``releases/<R>/schema.json`` for a release's run, ``runs/<S>/schema.json`` for a run of
+    a suite folder, None for a bare folder (or a name that is not a plain path part)."""
+    if ref.release is not None:
+        parts = ("releases", ref.release)
+    elif ref.location.startswith(f"runs/{ref.suite}/") or f"/runs/{ref.suite}/" in ref.location:
+        parts = ("runs", ref.suite)
+    else:
+        return None
+    if any(unsafe_part(part) is not None for part in parts):
+        return None
+    return f"{parts[0]}/{parts[1]}/{SCHEMA_FILE}"
+
+
+class SchemaCache:
+    """Parsed schemas by place, each read once; a bad file's error is kept and raised again."""
+
+    def __init__(self) -> None:
+        self._found: dict[str, HelmSchema | RunConversionError | None] = {}
+
+    def get(self, place: str, read: Callable[[], bytes | None]) -> HelmSchema | None:
+        if place not in self._found:
+            try:
+                data = read()
+                self._found[place] = None if data is None else parse_schema(data, place)
+            except RunConversionError as exc:
+                self._found[place] = exc
+        found = self._found[place]
+        if isinstance(found, RunConversionError):
+            raise found
+        return found
+
+
 class DirSource:
     """HELM runs in a local directory (see module docstring for the three modes)."""
 
@@ -247,6 +287,7 @@ class DirSource:
         self.suite = suite
         self.run = run
         self._indexes: dict[str, RunsIndex] = {}
+        self._schemas = SchemaCache()
 
     @property
     def config(self) -> dict[str, Any]:
@@ -356,6 +397,25 @@ class DirSource:
         """Method and model of each run, for the run filters (see ``filters``)."""
         return local_spec_facts(self.root, refs)
 
+    def schema_for(self, ref: RunRef) -> HelmSchema | None:
+        """The schema.json deciding ``ref``'s metrics (module docstring), or None."""
+        place = schema_place(ref)
+        if place is None:
+            return None
+
+        def read() -> bytes | None:
+            path = self.root / place
+            if not os.path.lexists(path):
+                return None
+            if outside_root(path, self.root):
+                raise RunConversionError(place, "a link leading outside the source: not read")
+            try:
+                return read_input(path)  # a regular file only, as every input file
+            except RunConversionError as exc:
+                raise RunConversionError(place, exc.reason) from None
+
+        return self._schemas.get(place, read)
+
 
 class MultiSource:
     """Several sources (one per project, e.g. several ``--benchmark``) as one job."""
@@ -396,6 +456,10 @@ class MultiSource:
 
     def fetch(self, ref: RunRef, scratch: Path, *, max_file_bytes: int | None = None) -> Path:
         return self._part(ref).fetch(ref, scratch, max_file_bytes=max_file_bytes)
+
+    def schema_for(self, ref: RunRef) -> HelmSchema | None:
+        reader = getattr(self._part(ref), "schema_for", None)
+        return reader(ref) if reader is not None else None
 
     def spec_facts(self, refs: Sequence[RunRef]) -> dict[RunRef, SpecFacts | None]:
         out: dict[RunRef, SpecFacts | None] = {}

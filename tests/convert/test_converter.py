@@ -36,6 +36,7 @@ from helmproc.engine.convert.schemas import (
 )
 from helmproc.engine.errors import RunConversionError
 from helmproc.engine.facts import RunRef
+from helmproc.engine.helm.schema_file import parse_schema
 from helmproc.engine.sources.bucket import REQUIRED_FILES
 from tests.fakes.eee_schemas import eee_schema
 
@@ -53,6 +54,9 @@ CORE_PREFIXES = (
     "exact_set_match", "f1_set_match", "iou_set_match",
 )  # fmt: skip
 
+# Metric groups HELM's tables show that are bookkeeping (helmproc keeps them out).
+BOOKKEEPING = ("general_information", "annotation_metrics")
+
 RowKey = tuple[str, str | None, int, str | None]
 
 
@@ -64,8 +68,18 @@ def ref_for(run_dir: Path) -> RunRef:
     return RunRef("testproj", run_dir.parent.name, run_dir.name, "v1.1.0", rel(run_dir))
 
 
-def convert(run_dir: Path) -> ConvertedRun:
-    return convert_run(run_dir, ref_for(run_dir), JOB_TIMESTAMP)
+def schema_path(run_dir: Path) -> Path:
+    """The schema.json helm-summarize wrote for the run's suite: v0.1.0 was summarized as a
+    suite (runs/v0.1.0/schema.json), v1.0.0 and v1.1.0 as release v1.1.0."""
+    if run_dir.parent.name == "v0.1.0":
+        return FIXTURE_ROOT / "runs" / "v0.1.0" / "schema.json"
+    return FIXTURE_ROOT / "releases" / "v1.1.0" / "schema.json"
+
+
+def convert(run_dir: Path, schema: Path | None = None) -> ConvertedRun:
+    path = schema or schema_path(run_dir)
+    parsed = parse_schema(path.read_bytes(), str(path))
+    return convert_run(run_dir, ref_for(run_dir), JOB_TIMESTAMP, schema=parsed)
 
 
 # --- the expectation, read from HELM's files ------------------------------------------------
@@ -79,8 +93,31 @@ def pert_name(obj: dict[str, Any]) -> str | None:
     return (obj.get("perturbation") or {}).get("name")
 
 
-def result_id(metric_name: dict[str, Any]) -> str:
-    parts = [metric_name["name"], metric_name.get("split"), pert_name(metric_name)]
+def pert_key(obj: dict[str, Any]) -> str | None:
+    """The whole description but computed_on (and null fields), as sorted compact JSON."""
+    perturbation = obj.get("perturbation")
+    if perturbation is None:
+        return None
+    fields = {k: v for k, v in perturbation.items() if k != "computed_on" and v is not None}
+    return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def pert_label(key: str) -> str:
+    fields = json.loads(key)
+    name = fields.pop("name")
+    if not fields:
+        return name
+    return name + json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def result_id(metric_name: dict[str, Any], with_sub_split: bool = False) -> str:
+    parts = [metric_name["name"], metric_name.get("split")]
+    if with_sub_split and metric_name.get("sub_split") is not None:
+        parts.append("sub_split=" + metric_name["sub_split"])
+    key = pert_key(metric_name)
+    if key is not None:
+        parts.append(pert_label(key))
+        parts.append((metric_name.get("perturbation") or {}).get("computed_on"))
     return ":".join(p for p in parts if p)
 
 
@@ -95,37 +132,56 @@ def is_core(stat: dict[str, Any]) -> bool:
     return str(stat["name"]["name"]).startswith(CORE_PREFIXES)
 
 
-def fallback_score(state: dict[str, Any]) -> float:
-    """Share of completions equal (stripped) to a correct reference."""
-    correct = {
-        text(r["output"]).strip() for r in state["instance"]["references"] if "correct" in r["tags"]
-    }
-    completions = (state.get("result") or {}).get("completions") or []
-    if not completions:
-        return 0.0
-    return sum(c["text"].strip() in correct for c in completions) / len(completions)
+def kept_metrics(run_dir: Path, schema: Path | None = None) -> tuple[set[str], set[str]]:
+    """(row metrics, result metrics) beyond the core list, from the schema.json the run is
+    converted with: the headlines of the run's groups; plus, for results, the entries of
+    their metric groups but bookkeeping ones (${main_name} = the headline)."""
+    data = json.loads((schema or schema_path(run_dir)).read_text())
+    groups = {g["name"]: g for g in data["run_groups"]}
+    metric_groups = {g["name"]: g for g in data["metric_groups"]}
+    rows: set[str] = set()
+    results: set[str] = set()
+    for name in read(run_dir, "run_spec.json").get("groups", []):
+        if name not in groups:
+            continue
+        group = groups[name]
+        headline = group.get("environment", {}).get("main_name")
+        if headline in (None, "", "none"):
+            headline = None
+        else:
+            rows.add(headline)
+        for metric_group in group.get("metric_groups", []):
+            if metric_group in BOOKKEEPING or "efficiency" in metric_group:
+                continue
+            for entry in metric_groups.get(metric_group, {}).get("metrics", []):
+                metric = entry["name"]
+                if metric == "${main_name}":
+                    if headline is None:
+                        continue
+                    metric = headline
+                results.add(metric)
+    return rows, rows | results
 
 
-def expected_rows(run_dir: Path) -> dict[RowKey, float]:
-    """Every usable core per-instance stat under its full key; an entry without any gets one
-    fallback row under a null result id."""
-    rows: dict[RowKey, float] = {}
-    states = expected_request_states(run_dir)
+def expected_rows(run_dir: Path, schema: Path | None = None) -> dict[RowKey, float | None]:
+    """Every usable kept per-instance stat under its full key; an entry without any gets one
+    row with no score under a null result id."""
+    row_metrics = kept_metrics(run_dir, schema)[0]
+    rows: dict[RowKey, float | None] = {}
     for entry in read(run_dir, "per_instance_stats.json"):
-        entry_key = (entry["instance_id"], pert_name(entry), entry["train_trial_index"])
-        if not any(is_core(s) and usable(s) is not None for s in entry["stats"]):
-            rows[(*entry_key, None)] = fallback_score(states[entry_key])
+        entry_key = (entry["instance_id"], pert_key(entry), entry["train_trial_index"])
+
+        def kept(stat: dict[str, Any]) -> bool:
+            return is_core(stat) or stat["name"]["name"] in row_metrics
+
+        if not any(kept(s) and usable(s) is not None for s in entry["stats"]):
+            rows[(*entry_key, None)] = None
         for stat in entry["stats"]:
-            score = usable(stat) if is_core(stat) else None
+            score = usable(stat) if kept(stat) else None
             if score is not None:
-                key = (
-                    entry["instance_id"],
-                    pert_name(entry),
-                    entry["train_trial_index"],
-                    result_id(stat["name"]),
-                )
-                assert key not in rows, f"fixture has a duplicate stat {key}"
-                rows[key] = score
+                key = (*entry_key, result_id(stat["name"]))
+                if key not in rows:  # the first stat of a result id wins
+                    rows[key] = score
     return rows
 
 
@@ -133,30 +189,35 @@ def computed_on(stat: dict[str, Any]) -> Any:
     return (stat["name"].get("perturbation") or {}).get("computed_on")
 
 
-def expected_evaluations(run_dir: Path) -> dict[str, float]:
-    """One value per evaluation_result_id from the usable core stats.json entries: the first
-    entry fixes perturbation.computed_on; among those, the first without sub_split wins,
-    else the sub_split entries (first per sub_split) are merged as sum of sums / sum of
-    counts (how helm-summarize shows a split)."""
-    by_id: dict[str, list[dict[str, Any]]] = {}
+def merge(stats: list[dict[str, Any]]) -> float | None:
+    """HELM's Stat.merge then mean: sum of sums / sum of counts (a single stat: its mean)."""
+    if len(stats) == 1:
+        return usable(stats[0])
+    count = sum(s["count"] for s in stats)
+    if count == 0:
+        return None
+    total = sum(s["sum"] for s in stats)
+    return total / count if math.isfinite(total / count) else None
+
+
+def expected_evaluations(run_dir: Path, schema: Path | None = None) -> dict[str, float]:
+    """One value per evaluation_result_id: the kept stats.json entries grouped by (metric,
+    split, whole perturbation, computed_on) and merged over all their sub-splits the way
+    helm-summarize does; plus one value per sub-split (its own stats merged)."""
+    result_metrics = kept_metrics(run_dir, schema)[1]
+    groups: dict[str, list[dict[str, Any]]] = {}
+    sub_splits: dict[str, list[dict[str, Any]]] = {}
     for stat in read(run_dir, "stats.json"):
-        if is_core(stat) and usable(stat) is not None:
-            by_id.setdefault(result_id(stat["name"]), []).append(stat)
-    evaluations: dict[str, float] = {}
-    for rid, stats in by_id.items():
-        same = [s for s in stats if computed_on(s) == computed_on(stats[0])]
-        whole = [s for s in same if not s["name"].get("sub_split")]
-        if whole:
-            evaluations[rid] = usable(whole[0])  # type: ignore[assignment]
+        if not (is_core(stat) or stat["name"]["name"] in result_metrics):
             continue
-        firsts: dict[str, dict[str, Any]] = {}
-        for s in same:
-            firsts.setdefault(s["name"]["sub_split"], s)
-        if len(firsts) == 1:
-            evaluations[rid] = usable(same[0])  # type: ignore[assignment]
-        else:
-            total = sum(s["sum"] for s in firsts.values())
-            evaluations[rid] = total / sum(s["count"] for s in firsts.values())
+        groups.setdefault(result_id(stat["name"]), []).append(stat)
+        if stat["name"].get("sub_split") is not None:
+            sub_splits.setdefault(result_id(stat["name"], True), []).append(stat)
+    evaluations: dict[str, float] = {}
+    for rid, stats in [*groups.items(), *sub_splits.items()]:
+        value = merge(stats)
+        if value is not None:
+            evaluations[rid] = value
     return evaluations
 
 
@@ -169,14 +230,14 @@ def expected_request_states(run_dir: Path) -> dict[tuple[str, str | None, int], 
     single: dict[tuple[str, str | None, int], dict[str, Any]] = {}
     separate: dict[tuple[str, str | None, int], dict[int, dict[str, Any]]] = {}
     for state in read(run_dir, "scenario_state.json")["request_states"]:
-        key = (state["instance"]["id"], pert_name(state["instance"]), state["train_trial_index"])
+        key = (state["instance"]["id"], pert_key(state["instance"]), state["train_trial_index"])
         if "reference_index" not in state:
             single.setdefault(key, state)
         elif state.get("request_mode", "original") == "original":
             separate.setdefault(key, {}).setdefault(state["reference_index"], state)
     chosen = dict(single)
     for entry in read(run_dir, "per_instance_stats.json"):
-        key = (entry["instance_id"], pert_name(entry), entry["train_trial_index"])
+        key = (entry["instance_id"], pert_key(entry), entry["train_trial_index"])
         if key in separate:
             predicted = [
                 s["mean"] for s in entry["stats"] if s["name"]["name"] == "predicted_index"
@@ -192,7 +253,7 @@ def text(value: Any) -> str:
 def row_key(row: dict[str, Any]) -> RowKey:
     return (
         row["sample_id"],
-        row["helm_perturbation"],
+        row["helm_perturbation_description"],
         row["helm_train_trial"],
         row["evaluation_result_id"],
     )
@@ -355,9 +416,9 @@ def variant_dir(root: Path, name: str) -> Path:
 
 
 NO_CORE_METRIC_RUNS = [d for d in REAL_RUN_DIRS if not has_core_metric(d)]
-CONVERTIBLE_CASES = [
-    pytest.param(("real", rel(d)), id=rel(d)) for d in REAL_RUN_DIRS
-] + [pytest.param(("variant", name), id=f"variant:{name}") for name in VARIANTS]
+CONVERTIBLE_CASES = [pytest.param(("real", rel(d)), id=rel(d)) for d in REAL_RUN_DIRS] + [
+    pytest.param(("variant", name), id=f"variant:{name}") for name in VARIANTS
+]
 
 
 @pytest.fixture(params=CONVERTIBLE_CASES)
@@ -391,15 +452,19 @@ def test_fixture_covers_the_cases() -> None:
 
 
 @pytest.mark.parametrize("run_dir", NO_CORE_METRIC_RUNS, ids=rel)
-def test_runs_without_core_metric_get_fallback_rows_and_no_aggregates(run_dir: Path) -> None:
-    # simple1 (generation, 3 outputs x 3 trials) only has perplexity-type metrics: one
-    # fallback row per (instance, perturbation, trial), scored against the references.
+def test_runs_without_kept_metric_get_unscored_rows_and_no_aggregates(run_dir: Path) -> None:
+    # simple1 (generation, 3 outputs x 3 trials) only has perplexity-type metrics: one row
+    # per (instance, perturbation, trial) for its texts, with no score (HELM computed none).
     run = convert(run_dir)
     assert run.evaluations.num_rows == 0
     rows = run.instances.to_pylist()
     assert {row_key(r): r["evaluation"]["score"] for r in rows} == expected_rows(run_dir)
     assert len(rows) == len(read(run_dir, "per_instance_stats.json"))
-    assert all(r["evaluation_result_id"] is None for r in rows)
+    for row in rows:
+        assert row["evaluation_result_id"] is None and row["metric_name"] is None
+        assert row["evaluation"]["score"] is None and row["evaluation"]["is_correct"] is None
+        reasons = [kv["value"] for kv in row["metadata"] if kv["key"] == "score_missing"]
+        assert reasons and "no per-instance stat" in reasons[0]
 
 
 def test_each_core_per_instance_stat_is_one_row_with_its_score(
@@ -415,16 +480,24 @@ def test_each_core_per_instance_stat_is_one_row_with_its_score(
 
 
 def test_row_keys_are_unique_and_sorted(converted: ConvertedRun) -> None:
-    keys = [row_key(r) for r in converted.instances.to_pylist()]
+    rows = converted.instances.to_pylist()
+    keys = [row_key(r) for r in rows]
     assert len(set(keys)) == len(keys)
-    sort_key = [(k[0], k[1] is not None, k[1] or "", k[2], k[3]) for k in keys]
+    sort_key = [
+        (k[0], k[1] is not None, r["helm_perturbation"] or "", k[1] or "", k[2], k[3] or "")
+        for k, r in zip(keys, rows, strict=True)
+    ]
     assert sort_key == sorted(sort_key)
+    for row in rows:  # the name column is the description's name
+        description = row["helm_perturbation_description"]
+        name = json.loads(description)["name"] if description else None
+        assert row["helm_perturbation"] == name
 
 
 def test_rows_carry_their_own_request_state(helm_run_dir: Path, converted: ConvertedRun) -> None:
     states = expected_request_states(helm_run_dir)
     entries = {
-        (e["instance_id"], pert_name(e), e["train_trial_index"]): e
+        (e["instance_id"], pert_key(e), e["train_trial_index"]): e
         for e in read(helm_run_dir, "per_instance_stats.json")
     }
     for row in converted.instances.to_pylist():
@@ -448,14 +521,16 @@ def test_rows_carry_their_own_request_state(helm_run_dir: Path, converted: Conve
         assert row["token_usage"]["output_tokens"] == sums["num_output_tokens"]
         assert row["helm_split"] == state["instance"]["split"]
         score = row["evaluation"]["score"]
-        if row["evaluation_result_id"] is None:  # fallback row: correct if any completion is
-            assert row["evaluation"]["is_correct"] == (score > 0)
+        if row["evaluation_result_id"] is None:  # no HELM score: nothing is judged
+            assert score is None and row["evaluation"]["is_correct"] is None
             continue
         metric = row["evaluation_result_id"].split(":")[0]
-        correctness = metric.startswith(
+        assert row["metric_name"] == metric
+        indicator = metric.split("@")[0].startswith(
             ("exact_match", "quasi_", "prefix_exact_match", "exact_set_match")
         )
-        assert row["evaluation"]["is_correct"] == (correctness and score > 0)
+        # correct only at the indicator's maximum (a 0.5 tie is not); unknown for graded
+        assert row["evaluation"]["is_correct"] == (score == 1.0 if indicator else None)
 
 
 def test_evaluations_equal_stats_json(helm_run_dir: Path, converted: ConvertedRun) -> None:
@@ -501,9 +576,7 @@ def test_instance_rows_join_aggregate_results(helm_run_dir: Path, converted: Con
 def test_n_instances_counts_instance_perturbation_pairs(
     helm_run_dir: Path, converted: ConvertedRun
 ) -> None:
-    pairs = {
-        (e["instance_id"], pert_name(e)) for e in read(helm_run_dir, "per_instance_stats.json")
-    }
+    pairs = {(e["instance_id"], pert_key(e)) for e in read(helm_run_dir, "per_instance_stats.json")}
     assert converted.n_instances == len(pairs)
 
 
@@ -557,7 +630,19 @@ def test_perturbed_copies_keep_their_own_scores(helm_variant_root: Path) -> None
     assert by_perturbation == {(None, 0.0), ("lowercase", 1.0)}
     lowered = [r for r in rows if r["helm_perturbation"] == "lowercase"]
     assert len(lowered) == len(rows) // 2 == 50 * 8
-    assert all(r["evaluation_result_id"].endswith(":lowercase") for r in lowered)
+    entry = next(
+        e
+        for e in read(variant_dir(helm_variant_root, "perturbed_scores"), "per_instance_stats.json")
+        if e.get("perturbation")
+    )
+    description = entry["perturbation"]
+    label = description["name"] + json.dumps(
+        {k: v for k, v in description.items() if k not in ("name", "computed_on")},
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    suffix = f":{label}:{description['computed_on']}"
+    assert all(r["evaluation_result_id"].endswith(suffix) for r in lowered)
 
 
 @pytest.mark.parametrize("variant", ["separate_predicts_1", "calibration_first"])
@@ -597,19 +682,24 @@ def test_nan_stats_are_dropped_not_fatal(helm_variant_root: Path) -> None:
 
 
 def instance_record(row: dict[str, Any]) -> dict[str, Any]:
-    record = {k: v for k, v in row.items() if not k.startswith("helm_")}
-    if record["evaluation_result_id"] is None:  # fallback rows: the key is left out in EEE
-        del record["evaluation_result_id"]
+    """The EEE sample export-eee writes for a scored row: the EEE fields only, metadata as
+    an object, and is_correct false (with a note) where it is unknown, EEE requiring it."""
+    allowed = set(eee_schema("instance_level_eval.schema.json")["properties"])
+    record = {k: v for k, v in row.items() if k in allowed}
     if record["metadata"] is not None:
         record["metadata"] = {kv["key"]: kv["value"] for kv in record["metadata"]}
+    if record["evaluation"]["is_correct"] is None:
+        record["evaluation"] = {**record["evaluation"], "is_correct": False}
+        record["metadata"] = {**(record["metadata"] or {}), "is_correct": "not applicable"}
     return record
 
 
 @pytest.mark.eee_schemas
 def test_instance_rows_validate_against_eee_schema(converted: ConvertedRun) -> None:
     import jsonschema
+
     validator = jsonschema.Draft7Validator(eee_schema("instance_level_eval.schema.json"))
-    rows = converted.instances.to_pylist()
+    rows = [r for r in converted.instances.to_pylist() if r["evaluation"]["score"] is not None]
     for row in rows[:: max(1, len(rows) // 25)]:
         validator.validate(instance_record(row))
 
@@ -626,7 +716,7 @@ def aggregate_from_rows(rows: list[dict[str, Any]]) -> dict[str, Any]:
     first = rows[0]
     results = []
     for r in rows:
-        source = dict(r["source_data"])
+        source = without_none(dict(r["source_data"]))
         source["additional_details"] = dict(source["additional_details"])
         generation = r["generation_config"]
         results.append(
@@ -643,7 +733,7 @@ def aggregate_from_rows(rows: list[dict[str, Any]]) -> dict[str, Any]:
                         "metric_kind": r["metric_kind"],
                         "metric_unit": r["metric_unit"],
                         "metric_parameters": strings(r["metric_parameters"]) or None,
-                        "lower_is_better": r["lower_is_better"],
+                        "lower_is_better": bool(r["lower_is_better"]),
                         "score_type": r["score_type"],
                         "min_score": r["min_score"],
                         "max_score": r["max_score"],
@@ -658,7 +748,7 @@ def aggregate_from_rows(rows: list[dict[str, Any]]) -> dict[str, Any]:
                         "split": r["split"] or "",
                         "perturbation": r["perturbation"] or "",
                     },
-                    "uncertainty": {"num_samples": r["num_samples"]},
+                    "uncertainty": without_none({"num_samples": r["num_samples"]}),
                 },
                 "generation_config": {
                     "generation_args": without_none(generation["generation_args"]),
@@ -691,6 +781,7 @@ def aggregate_from_rows(rows: list[dict[str, Any]]) -> dict[str, Any]:
 @pytest.mark.eee_schemas
 def test_evaluation_rows_rebuild_a_valid_eee_aggregate(converted: ConvertedRun) -> None:
     import jsonschema
+
     validator = jsonschema.Draft7Validator(eee_schema("eval.schema.json"))
     rows = converted.evaluations.to_pylist()
     if not rows:  # perplexity-only runs have no aggregate to rebuild
@@ -828,9 +919,36 @@ def test_failed_and_missing_results_still_give_valid_rows(tmp_path: Path) -> Non
     assert failed["error"] == "timeout" and failed["output"]["raw"] == []
     assert unexecuted["error"] is None and unexecuted["answer_attribution"] == []
     import jsonschema
+
     validator = jsonschema.Draft7Validator(eee_schema("instance_level_eval.schema.json"))
     for row in (failed, unexecuted):
         validator.validate(instance_record(row))
+
+
+def test_a_dry_run_gives_rows_without_scores(tmp_path: Path) -> None:
+    # helm-run --dry-run: no request executed, so HELM wrote no result and no score: every
+    # entry keeps one row for its texts, with null score and is_correct and the reason.
+    run_dir = copy_run(MCQA_RUN, tmp_path)
+
+    def no_results(data: dict[str, Any]) -> dict[str, Any]:
+        for state in data["request_states"]:
+            del state["result"]
+        return data
+
+    def no_scores(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for entry in entries:  # what HELM computes without results: bookkeeping only
+            entry["stats"] = [s for s in entry["stats"] if s["name"]["name"].startswith("num_")]
+        return entries
+
+    edit_json(run_dir / "scenario_state.json", no_results)
+    edit_json(run_dir / "per_instance_stats.json", no_scores)
+    rows = convert(run_dir).instances.to_pylist()
+    assert len(rows) == len(read(run_dir, "per_instance_stats.json"))
+    for row in rows:
+        assert row["evaluation"]["score"] is None and row["evaluation"]["is_correct"] is None
+        assert row["output"]["raw"] == [] and row["evaluation_result_id"] is None
+        reasons = {kv["key"]: kv["value"] for kv in row["metadata"]}
+        assert reasons["score_missing"].startswith("request not executed")
 
 
 def test_empty_per_instance_stats_give_an_empty_instances_table(tmp_path: Path) -> None:
@@ -846,18 +964,30 @@ def test_empty_per_instance_stats_give_an_empty_instances_table(tmp_path: Path) 
 
 
 @pytest.mark.parametrize(
-    ("name", "split", "perturbation", "expected"),
+    ("name", "split", "perturbation", "computed_on", "sub_split", "expected"),
     [
-        ("exact_match", "test", None, "exact_match:test"),
-        ("exact_match@5", "valid", "robustness", "exact_match@5:valid:robustness"),
-        ("f1_score", None, None, "f1_score"),
-        ("rouge_l", None, "typos", "rouge_l:typos"),
+        ("exact_match", "test", None, None, None, "exact_match:test"),
+        (
+            "exact_match@5",
+            "valid",
+            "robustness",
+            "worst",
+            None,
+            "exact_match@5:valid:robustness:worst",
+        ),
+        ("f1_score", None, None, None, None, "f1_score"),
+        ("rouge_l", "test", "typos", None, "easy", "rouge_l:test:sub_split=easy:typos"),
     ],
 )
 def test_evaluation_result_id(
-    name: str, split: str | None, perturbation: str | None, expected: str
+    name: str,
+    split: str | None,
+    perturbation: str | None,
+    computed_on: str | None,
+    sub_split: str | None,
+    expected: str,
 ) -> None:
-    assert eee.evaluation_result_id(name, split, perturbation) == expected
+    assert eee.evaluation_result_id(name, split, perturbation, computed_on, sub_split) == expected
 
 
 @pytest.mark.parametrize(
@@ -878,17 +1008,40 @@ def test_metric_config(
     assert (config.metric_id, config.metric_parameters) == (metric_id, parameters)
     assert ("metric_id_status" in config.additional_details) == unregistered
     assert (config.min_score, config.max_score, config.lower_is_better) == (0.0, 1.0, False)
+    assert (config.metric_kind, config.metric_unit) == ("accuracy" if "match" in name else
+        ("f1" if name == "f1_score" else "text_overlap"), "proportion")  # fmt: skip
 
 
 @pytest.mark.parametrize(
-    ("name", "core", "correct_if_positive"),
+    ("name", "direction", "kind", "bounded"),
+    [
+        ("bits_per_byte", True, "compression_rate", False),  # a loss: unbounded, lower better
+        ("logprob", None, None, False),  # unknown family and direction: nothing invented
+        ("ece_10_bin", True, "calibration_error", True),
+        ("final_number_exact_match", None, "accuracy", True),
+        ("wildbench_score_rescaled", False, None, False),
+    ],
+)
+def test_metric_config_of_metrics_beyond_the_core(
+    name: str, direction: bool | None, kind: str | None, bounded: bool
+) -> None:
+    config = eee.metric_config(name, direction)
+    assert config.metric_kind == kind
+    assert (config.min_score, config.max_score) == ((0.0, 1.0) if bounded else (None, None))
+    if direction is not None:
+        assert config.lower_is_better is direction
+
+
+@pytest.mark.parametrize(
+    ("name", "core", "indicator"),
     [
         ("exact_match", True, True),
         ("exact_match@5", True, True),
         ("exact_match_indicator", True, True),  # a prefix rule, as in EEE
         ("quasi_prefix_exact_match", True, True),
         ("math_equiv_chain_of_thought", True, True),
-        ("f1_score", True, False),  # graded metrics are never "correct"
+        ("final_number_exact_match", False, True),  # GSM8K's headline (not core)
+        ("f1_score", True, False),  # graded metrics are never judged
         ("bleu_4", True, False),
         ("classification_macro_f1", True, False),
         ("f1_set_match", True, False),  # helmproc's set-match extension
@@ -896,10 +1049,12 @@ def test_metric_config(
         ("num_prompt_tokens", False, False),
     ],
 )
-def test_core_metrics_and_correctness(name: str, core: bool, correct_if_positive: bool) -> None:
+def test_core_metrics_and_correctness(name: str, core: bool, indicator: bool) -> None:
     assert eee.is_core_metric(name) == core
-    assert eee.is_correct(name, 0.5) == correct_if_positive
-    assert eee.is_correct(name, 0.0) is False
+    assert eee.is_correct(name, 1.0) is (True if indicator else None)
+    assert eee.is_correct(name, 0.5) is (False if indicator else None)  # a tie is not correct
+    assert eee.is_correct(name, 0.0) is (False if indicator else None)
+    assert eee.is_correct(name, None) is None
 
 
 @pytest.mark.parametrize(
@@ -953,6 +1108,7 @@ def test_runs_table() -> None:
         "n_rows": 0,
         "outcome": "failed",
         "error": "boom",
+        "metric_source": None,
     }
     assert runs_table([]).num_rows == 0
 
@@ -964,9 +1120,19 @@ METRICS = ("exact_match", "f1_score", "exact_match@5", "num_output_tokens")
 entry_stats = st.dictionaries(
     st.sampled_from(METRICS), st.one_of(st.none(), st.floats(0, 1, allow_nan=False))
 )
+# Perturbations as HELM writes them, with same-named variants that differ in other fields
+# (a style perturbation with several suffixes, one with several mode/prob values).
+PERTURBATIONS: list[dict[str, Any] | None] = [
+    None,
+    {"name": "typos", "robustness": True, "fairness": False, "prob": 0.1},
+    {"name": "typos", "robustness": True, "fairness": False, "prob": 0.05},
+    {"name": "style", "robustness": True, "fairness": False, "suffix": "!", "mode": "add"},
+    {"name": "style", "robustness": True, "fairness": False, "suffix": "?", "mode": "add"},
+    {"name": "lowercase", "robustness": True, "fairness": False},
+]
 entry_keys = st.tuples(
     st.sampled_from(["id1", "id2", "id10"]),
-    st.sampled_from([None, "typos", "lowercase"]),
+    st.sampled_from(range(len(PERTURBATIONS))),
     st.integers(0, 2),
 )
 
@@ -980,7 +1146,8 @@ def write_synthetic_run(run_dir: Path, entries: dict[Any, dict[str, float | None
     }
     states, per_instance = [], []
     for (instance_id, perturbation, trial), metrics in entries.items():
-        pert = {"name": perturbation, "computed_on": "perturbed"} if perturbation else None
+        description = PERTURBATIONS[perturbation]
+        pert = {**description, "computed_on": "perturbed"} if description else None
         instance: dict[str, Any] = {
             "id": instance_id,
             "input": {"text": f"q{instance_id}"},
@@ -1029,7 +1196,17 @@ def test_synthetic_runs_keep_every_score_under_its_key(
         assert scores == expected_rows(run_dir)
         assert run.n_instances == len({(k[0], k[1]) for k in entries})
         for row in rows:
-            assert row["input"]["raw"] == "/".join(map(str, row_key(row)[:3]))
+            index = next(
+                i
+                for i, p in enumerate(PERTURBATIONS)
+                if (p is None and row["helm_perturbation_description"] is None)
+                or (
+                    p is not None
+                    and row["helm_perturbation_description"] == pert_key({"perturbation": p})
+                )
+            )
+            instance_id, _, trial, _ = row_key(row)
+            assert row["input"]["raw"] == f"{instance_id}/{index}/{trial}"
         assert pq.read_table(io.BytesIO(parquet_bytes(run.instances))).equals(run.instances)
 
 
@@ -1089,6 +1266,7 @@ def test_damaged_input_fails_only_with_run_conversion_error(
 
 def test_datasets_loads_the_tables(tmp_path: Path) -> None:
     import datasets
+
     run = convert(FIXTURE_ROOT / "runs" / VARIANTS["perturbed_scores"][0])
     for name, table in (("instances", run.instances), ("evaluations", run.evaluations)):
         pq.write_table(table, tmp_path / f"{name}.parquet")

@@ -7,11 +7,13 @@ fields, stats with ``count == 0`` and NaN, stats.json entries that share an id),
 them, and checks against expectations computed here from the JSON alone:
 
 - every usable core per-instance stat is one row, with its value, under its full key
-  (instance, perturbation, train trial, metric, split); entries without one get one
-  fallback row; the row's input is the request state HELM scored (separate MC: the chosen
+  (instance, whole perturbation description, train trial, metric, split), same-named
+  perturbation variants each under their own; entries without one get one row with no
+  score; the row's input is the request state HELM scored (separate MC: the chosen
   reference's);
-- ``evaluations`` equals the core stats of ``stats.json`` (rule in
-  ``test_convert.expected_evaluations``);
+- ``evaluations`` equals the core stats of ``stats.json`` merged over sub-splits as
+  helm-summarize does, plus one result per sub-split, each computed_on its own (rule in
+  ``test_converter.expected_evaluations``);
 - ``n_instances`` / ``n_rows`` are right;
 - HELM JSON -> Arrow -> Parquet -> read back gives the same tables, and the streamed path
   gives the same tables as the whole-file path.
@@ -32,7 +34,13 @@ from hypothesis import strategies as st
 
 from helmproc.engine.convert.converter import ConvertedRun, convert_run
 from helmproc.engine.facts import RunRef
-from tests.convert.test_converter import CORE_PREFIXES, JOB_TIMESTAMP, expected_evaluations
+from tests.convert.test_converter import (
+    CORE_PREFIXES,
+    JOB_TIMESTAMP,
+    expected_evaluations,
+    pert_key,
+    result_id,
+)
 
 METHODS = (
     "generation",
@@ -42,7 +50,14 @@ METHODS = (
 )
 CORE_METRICS = ("exact_match", "quasi_exact_match", "f1_score", "exact_match@5", "rouge_l")
 OTHER_METRICS = ("num_prompt_tokens", "num_output_tokens", "num_completion_tokens", "logprob")
-PERTURBATIONS = ("typos", "lowercase")
+# Descriptions as HELM writes them; "typos" and "style" each come in same-named variants.
+PERTURBATIONS: tuple[dict[str, Any], ...] = (
+    {"name": "typos", "robustness": True, "fairness": False, "prob": 0.1},
+    {"name": "typos", "robustness": True, "fairness": False, "prob": 0.05},
+    {"name": "style", "robustness": True, "fairness": False, "suffix": "!", "mode": "add"},
+    {"name": "style", "robustness": True, "fairness": False, "suffix": "?", "mode": "add"},
+    {"name": "lowercase", "robustness": True, "fairness": False},
+)
 
 # A stat value: None -> count 0 (no mean), NaN -> bare NaN as old HELM wrote it.
 stat_values = st.one_of(
@@ -88,7 +103,9 @@ def helm_runs(draw: st.DrawFn) -> dict[str, Any]:
     method = draw(st.sampled_from(METHODS))
     separate = method.startswith("multiple_choice_separate")
     n_trials = draw(st.integers(1, 2))
-    perturbations = draw(st.lists(st.sampled_from(PERTURBATIONS), unique=True, max_size=2))
+    perturbations = draw(
+        st.lists(st.sampled_from(range(len(PERTURBATIONS))), unique=True, max_size=3)
+    )
     legacy_strings = draw(st.booleans())
     numbers = draw(st.lists(st.integers(0, 40), min_size=1, max_size=4, unique=True))
     states: list[dict[str, Any]] = []
@@ -101,8 +118,8 @@ def helm_runs(draw: st.DrawFn) -> dict[str, Any]:
         references = [f"answer {n}.{r}" for r in range(n_refs)]
         for perturbation in (None, *perturbations):
             description = (
-                {"name": perturbation, "robustness": True, "computed_on": "perturbed"}
-                if perturbation
+                {**PERTURBATIONS[perturbation], "computed_on": "perturbed"}
+                if perturbation is not None
                 else None
             )
             instance: dict[str, Any] = {
@@ -151,7 +168,7 @@ def helm_runs(draw: st.DrawFn) -> dict[str, Any]:
 def draw_states(
     draw: st.DrawFn, instance: dict[str, Any], trial: int, method: str, references: list[str]
 ) -> list[dict[str, Any]]:
-    key = f"{instance['id']}/{(instance.get('perturbation') or {}).get('name')}/{trial}"
+    key = f"{instance['id']}/{pert_key(instance)}/{trial}"
     if not method.startswith("multiple_choice_separate"):
         state = base_state(draw, instance, trial, f"prompt {key}", references)
         if method == "multiple_choice_joint":
@@ -224,11 +241,14 @@ def draw_entry(
     return entry
 
 
-def draw_stats(draw: st.DrawFn, perturbations: list[str]) -> list[dict[str, Any]]:
-    """stats.json: core and other stats, some sharing an evaluation_result_id (sub-splits,
-    computed_on variants, duplicates), in any order."""
+def draw_stats(draw: st.DrawFn, perturbations: list[int]) -> list[dict[str, Any]]:
+    """stats.json: core and other stats, some sharing (metric, split, perturbation,
+    computed_on) across sub-splits or as duplicates, same-named perturbation variants,
+    in any order."""
     perturbation_descriptions = [None] + [
-        {"name": p, "computed_on": on} for p in perturbations for on in ("perturbed", "worst")
+        {**PERTURBATIONS[p], "computed_on": on}
+        for p in perturbations
+        for on in ("perturbed", "original", "worst")
     ]
     specs = draw(
         st.lists(
@@ -256,27 +276,19 @@ def usable(s: dict[str, Any]) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def pert_name(obj: dict[str, Any]) -> str | None:
-    return (obj.get("perturbation") or {}).get("name")
-
-
-def result_id(name: dict[str, Any]) -> str:
-    return ":".join(p for p in (name["name"], name.get("split"), pert_name(name)) if p)
-
-
 def chosen_states(files: dict[str, Any]) -> dict[tuple[Any, ...], dict[str, Any]]:
     """The request state HELM scored for each per-instance entry."""
     single: dict[tuple[Any, ...], dict[str, Any]] = {}
     by_ref: dict[tuple[Any, ...], dict[int, dict[str, Any]]] = {}
     for s in files["scenario_state.json"]["request_states"]:
-        key = (s["instance"]["id"], pert_name(s["instance"]), s["train_trial_index"])
+        key = (s["instance"]["id"], pert_key(s["instance"]), s["train_trial_index"])
         if "reference_index" not in s:
             single.setdefault(key, s)
         elif s["request_mode"] == "original":
             by_ref.setdefault(key, {}).setdefault(s["reference_index"], s)
     chosen = {}
     for entry in files["per_instance_stats.json"]:
-        key = (entry["instance_id"], pert_name(entry), entry["train_trial_index"])
+        key = (entry["instance_id"], pert_key(entry), entry["train_trial_index"])
         if key in single:
             chosen[key] = single[key]
             continue
@@ -290,12 +302,14 @@ def text(value: Any) -> str:
     return value if isinstance(value, str) else value["text"]
 
 
-def expected_rows(files: dict[str, Any]) -> dict[tuple[Any, ...], tuple[float, str | None, str]]:
+def expected_rows(
+    files: dict[str, Any],
+) -> dict[tuple[Any, ...], tuple[float | None, str | None, str]]:
     """Full key -> (score, split, input text) of every row."""
     states = chosen_states(files)
     rows = {}
     for entry in files["per_instance_stats.json"]:
-        key = (entry["instance_id"], pert_name(entry), entry["train_trial_index"])
+        key = (entry["instance_id"], pert_key(entry), entry["train_trial_index"])
         state = states[key]
         prompt = state["request"]["prompt"]
         core = [
@@ -304,22 +318,16 @@ def expected_rows(files: dict[str, Any]) -> dict[tuple[Any, ...], tuple[float, s
             if s["name"]["name"].startswith(CORE_PREFIXES) and usable(s) is not None
         ]
         for s in core:
-            rows[(*key, result_id(s["name"]))] = (
-                usable(s),
-                s["name"].get("split", state["instance"]["split"]),
-                prompt,
+            rows.setdefault(
+                (*key, result_id(s["name"])),
+                (
+                    usable(s),
+                    s["name"].get("split", state["instance"]["split"]),
+                    prompt,
+                ),
             )
-        if not core:
-            correct = {
-                text(r["output"]).strip()
-                for r in state["instance"]["references"]
-                if "correct" in r["tags"]
-            }
-            outputs = [
-                c["text"].strip() for c in (state.get("result") or {}).get("completions", [])
-            ]
-            score = sum(o in correct for o in outputs) / len(outputs) if outputs else 0.0
-            rows[(*key, None)] = (score, state["instance"]["split"], prompt)
+        if not core:  # HELM computed no score: a row for the texts, no score
+            rows[(*key, None)] = (None, state["instance"]["split"], prompt)
     return rows
 
 
@@ -359,7 +367,7 @@ def test_tables_agree_with_helm_numbers(files: dict[str, Any]) -> None:
         keys = [
             (
                 r["sample_id"],
-                r["helm_perturbation"],
+                r["helm_perturbation_description"],
                 r["helm_train_trial"],
                 r["evaluation_result_id"],
             )
@@ -376,7 +384,7 @@ def test_tables_agree_with_helm_numbers(files: dict[str, Any]) -> None:
         assert scores == expected_evaluations(run_dir)
 
         entries = files["per_instance_stats.json"]
-        assert run.n_instances == len({(e["instance_id"], pert_name(e)) for e in entries})
+        assert run.n_instances == len({(e["instance_id"], pert_key(e)) for e in entries})
         assert run.n_rows == len(rows)
 
         streamed = convert(run_dir, stream=True)

@@ -40,6 +40,7 @@ CLASSIFICATION = "v1.0.0/simple_classification:model=simple_model1"
 GENERATION = "v1.1.0/synthetic_reasoning_natural:difficulty=easy,model=simple_model1"
 SEPARATE = "v1.1.0/simple_mcqa_method:method=multiple_choice_separate_original,model=simple_model1"
 OLD_SUITE = "v0.1.0/simple_mcqa:model=simple_model1"
+PERTURBED = "v1.1.0/simple_mcqa:model=simple_model1,data_augmentation=lower"
 
 
 @pytest.fixture(params=[False, True], ids=["whole", "streamed"])
@@ -112,7 +113,9 @@ def _without(adapter_spec: dict[str, Any]) -> dict[str, Any]:
 
 
 # Dynamic-key objects are data, not fields: adding a key to them would change the data.
-DATA_OBJECTS = {"output_mapping", "args", "annotations", "top_logprobs"}
+# A perturbation description is one too: every field of it is part of the perturbation's
+# identity, so a new field makes a different perturbation (test_perturbation_variants_*).
+DATA_OBJECTS = {"output_mapping", "args", "annotations", "top_logprobs", "perturbation"}
 
 
 def _add_unknown_fields(node: Any, parent_key: str | None = None) -> Any:
@@ -270,7 +273,9 @@ def test_sub_split_in_stats_and_instances(tmp_path: Path, stream: bool) -> None:
                 copy = json.loads(json.dumps(stat))
                 copy["name"]["sub_split"] = sub_split
                 if stat["count"] and stat["name"]["name"] == "exact_match":
-                    copy.update(sum=value, mean=value, min=value, max=value, stddev=0.0)
+                    copy.update(
+                        sum=value, sum_squared=value, mean=value, min=value, max=value, stddev=0.0
+                    )
                 out.append(copy)
         return out
 
@@ -283,13 +288,149 @@ def test_sub_split_in_stats_and_instances(tmp_path: Path, stream: bool) -> None:
     assert all(metadata(r)["sub_split"] == sub_split_of(r["sample_id"]) for r in rows)
     evaluations = {r["evaluation_result_id"]: r for r in run.evaluations.to_pylist()}
     assert {k: r["score"] for k, r in evaluations.items()} == expected_evaluations(run_dir)
+    # The split's result is HELM's Stat.merge of the sub-split stats (sums and counts
+    # added, population stddev from the summed squares), as helm-summarize shows it.
+    parts = [
+        s
+        for s in read(run_dir, "stats.json")
+        if s["name"]["name"] == "exact_match"
+        and s["name"].get("sub_split")
+        and s["count"]
+        and "perturbation" not in s["name"]
+        and s["name"].get("split") == "test"
+    ]
+    count = sum(s["count"] for s in parts)
+    mean = sum(s["sum"] for s in parts) / count
+    variance = sum(s["sum_squared"] for s in parts) / count - mean**2
     merged = evaluations["exact_match:test"]
-    assert (merged["score"], merged["sub_split"], merged["count"], merged["stddev"]) == (
-        0.5,
-        None,
-        1,
-        None,
-    )
+    assert (merged["score"], merged["sub_split"], merged["count"]) == (mean, None, count)
+    assert merged["stddev"] == pytest.approx(variance**0.5)
+    for sub_split in ("even", "odd"):  # each sub-split is a result of its own
+        own = evaluations[f"exact_match:test:sub_split={sub_split}"]
+        assert own["sub_split"] == sub_split
+        assert own["score"] == next(s["mean"] for s in parts if s["name"]["sub_split"] == sub_split)
+
+
+def test_sub_splits_merge_with_the_stat_without_sub_split(tmp_path: Path, stream: bool) -> None:
+    """Some instances with a sub_split, some without: stats.json has a stat per sub_split
+    plus one without, which covers only the instances without a sub_split. The split's
+    result merges all of them (sum of sums / sum of counts), not the no-sub_split stat."""
+    run_dir = copy_run(CLASSIFICATION, tmp_path)
+
+    def sub_split_of(instance_id: str) -> str | None:
+        return "rare" if number(instance_id) % 3 == 0 else None
+
+    def set_sub_split(state: dict[str, Any]) -> None:
+        sub_split = sub_split_of(state["instance"]["id"])
+        if sub_split is not None:
+            state["instance"]["sub_split"] = sub_split
+
+    edit_states(run_dir, set_sub_split)
+
+    def stats(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        out = []
+        for stat in entries:
+            out.append(stat)
+            if stat["name"]["name"] == "exact_match" and stat["count"]:
+                # the no-sub_split stat scores 0.25 over 3 trials-worth, the sub-split 1.0
+                stat.update(count=3, sum=0.75, sum_squared=0.75, mean=0.25)
+                copy = json.loads(json.dumps(stat))
+                copy["name"]["sub_split"] = "rare"
+                copy.update(count=1, sum=1.0, sum_squared=1.0, mean=1.0, stddev=0.0)
+                out.append(copy)
+        return out
+
+    edit_json(run_dir / "stats.json", stats)
+    run = convert_as(run_dir, stream)
+    evaluations = {r["evaluation_result_id"]: r for r in run.evaluations.to_pylist()}
+    assert {k: r["score"] for k, r in evaluations.items()} == expected_evaluations(run_dir)
+    whole = [
+        s
+        for s in read(run_dir, "stats.json")
+        if s["name"]["name"] == "exact_match"
+        and s["name"].get("split") == "test"
+        and "perturbation" not in s["name"]
+    ]
+    assert len(whole) == 2
+    merged = evaluations["exact_match:test"]
+    assert merged["score"] == sum(s["sum"] for s in whole) / sum(s["count"] for s in whole)
+    assert merged["score"] != next(s["mean"] for s in whole if "sub_split" not in s["name"])
+    assert evaluations["exact_match:test:sub_split=rare"]["score"] == 1.0
+    rows = run.instances.to_pylist()
+    assert {row_key(r): r["evaluation"]["score"] for r in rows} == expected_rows(run_dir)
+
+
+def test_perturbation_variants_sharing_a_name_are_rows_of_their_own(
+    tmp_path: Path, stream: bool
+) -> None:
+    """HELM's style perturbation applied with several suffixes: per-instance entries for
+    one instance and trial whose perturbations share the name and differ in other fields.
+    Each converts under its own key (it failed the whole run as a duplicate before)."""
+    run_dir = copy_run(PERTURBED, tmp_path)
+    suffixes = ("!", "?")
+
+    def variants(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        out = []
+        for entry in entries:
+            if "perturbation" not in entry:
+                out.append(entry)
+                continue
+            for index, suffix in enumerate(suffixes):
+                copy = json.loads(json.dumps(entry))
+                for holder in [copy, *(s["name"] for s in copy["stats"])]:
+                    if "perturbation" in holder:
+                        holder["perturbation"] = {**holder["perturbation"], "suffix": suffix}
+                for stat in copy["stats"]:  # each variant scores differently
+                    if stat["name"]["name"] == "exact_match" and stat["count"]:
+                        stat.update(sum=float(index), mean=float(index))
+                out.append(copy)
+        return out
+
+    def variant_states(data: dict[str, Any]) -> dict[str, Any]:
+        out = []
+        for state in states_of(data):
+            if "perturbation" not in state["instance"]:
+                out.append(state)
+                continue
+            for suffix in suffixes:
+                copy = json.loads(json.dumps(state))
+                copy["instance"]["perturbation"]["suffix"] = suffix
+                copy["request"]["prompt"] += suffix
+                out.append(copy)
+        return {**data, "request_states": out}
+
+    def variant_stats(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        out = []
+        for stat in entries:
+            if "perturbation" not in stat["name"]:
+                out.append(stat)
+                continue
+            for index, suffix in enumerate(suffixes):
+                copy = json.loads(json.dumps(stat))
+                copy["name"]["perturbation"]["suffix"] = suffix
+                if copy["count"]:
+                    copy.update(sum=index * copy["count"], mean=float(index))
+                out.append(copy)
+        return out
+
+    edit_json(run_dir / "per_instance_stats.json", variants)
+    edit_json(run_dir / "scenario_state.json", variant_states)
+    edit_json(run_dir / "stats.json", variant_stats)
+    run = convert_as(run_dir, stream)
+    rows = run.instances.to_pylist()
+    assert {row_key(r): r["evaluation"]["score"] for r in rows} == expected_rows(run_dir)
+    perturbed = [r for r in rows if r["helm_perturbation"] is not None]
+    assert {json.loads(r["helm_perturbation_description"])["suffix"] for r in perturbed} == {
+        "!",
+        "?",
+    }
+    for row in perturbed:  # each variant joined to its own request state
+        suffix = json.loads(row["helm_perturbation_description"])["suffix"]
+        assert row["input"]["raw"].endswith(suffix)
+    ids = [r["evaluation_result_id"] for r in run.evaluations.to_pylist()]
+    assert len(ids) == len(set(ids))
+    evaluations = {r["evaluation_result_id"]: r["score"] for r in run.evaluations.to_pylist()}
+    assert evaluations == expected_evaluations(run_dir)
 
 
 def test_annotations_go_to_metadata_as_json(tmp_path: Path, stream: bool) -> None:
@@ -475,6 +616,7 @@ def test_placeholder_scan_finds_a_prefix_across_read_blocks(
     """The HTTP source asks for encryption_data.json only when this scan finds a placeholder,
     so a match split between two reads must still count."""
     from helmproc.engine.helm import decrypt
+
     monkeypatch.setattr(decrypt, "SCAN_BLOCK_BYTES", block)
     path = tmp_path / "scenario_state.json"
     for offset in range(0, 40):
