@@ -261,6 +261,14 @@ def run(
             show_default="no limit",
         ),
     ] = None,
+    source_organization: Annotated[
+        str | None,
+        typer.Option(
+            "--source-organization",
+            help="Who published the HELM output (EEE source_organization_name; default for "
+            "the public bucket: its owner, Stanford CRFM; else unknown). Recorded with the job.",
+        ),
+    ] = None,
     repo_id: RepoIdOpt = None,
     revision: RevisionOpt = "main",
     private: PrivateOpt = False,
@@ -304,6 +312,7 @@ def run(
         work_root=DEFAULT_WORK_ROOT,
         journal_path=journal,
         max_file_bytes=parse_size(max_file_bytes) if max_file_bytes else None,
+        source_organization=source_organization,
     )
     _job_recorded = True
     with started.journal as jr:

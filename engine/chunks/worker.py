@@ -82,6 +82,8 @@ class ChunkSpec:
     # One coordinator's execution of the job ("" = none): a worker process reuses the source
     # (and what it cached) for the chunks of one execution only, so a resume reads afresh.
     execution: str = ""
+    # --source-organization of the job (None: unknown).
+    source_organization: str | None = None
 
 
 @dataclass(frozen=True)
@@ -206,7 +208,13 @@ def _process(spec: ChunkSpec) -> ChunkResult:
                 run_dir = prefetch.take(ref)  # and the next run starts downloading
                 largest_run = max(largest_run, run_input_bytes(run_dir))
                 schema = schema_reader(ref) if schema_reader is not None else None
-                converted = convert_run(run_dir, ref, spec.job_timestamp, schema=schema)
+                converted = convert_run(
+                    run_dir,
+                    ref,
+                    spec.job_timestamp,
+                    schema=schema,
+                    source_organization=spec.source_organization,
+                )
                 # All of a run's rows or none: a big run is spooled until it has converted.
                 staged = StagedInstances.stage(converted, scratch)
             except (RunConversionError, *RUN_LEVEL_ERRORS) as exc:

@@ -130,6 +130,7 @@ def convert_run(
     job_timestamp: str,
     *,
     schema: HelmSchema | None = None,
+    source_organization: str | None = None,
     stream_threshold_bytes: int | None = None,
     batch_bytes: int | None = None,
 ) -> ConvertedRun:
@@ -137,7 +138,8 @@ def convert_run(
 
     ``schema`` is the release's or suite's ``schema.json`` (None when the source has none):
     with the run's ``run_spec.groups`` it decides which metrics are kept
-    (:mod:`metric_selection`).
+    (:mod:`metric_selection`). ``source_organization`` is who published the output (the
+    job's ``--source-organization``; None: unknown), kept in every evaluation row.
 
     ``job_timestamp`` becomes every evaluation's ``retrieved_timestamp`` and stands in for the
     evaluation timestamp when no request has a ``request_datetime``. ``stream_threshold_bytes``
@@ -179,6 +181,7 @@ def convert_run(
             dataset_name, model_id, evaluation_timestamp or job_timestamp
         ),
         evaluation_timestamp=evaluation_timestamp,
+        source_organization=source_organization,
     )
     plan = _join(entries, states)
     evaluations = evaluations_table(

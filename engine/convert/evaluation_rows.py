@@ -312,5 +312,6 @@ def evaluations_table(
         "max_score": pa.array([c.max_score for c in configs], type=pa.float64()),
         "source_data": repeat(source_data, tables.SOURCE_DATA_TYPE),
         "generation_config": repeat(generation_config, tables.GENERATION_CONFIG_TYPE),
+        "source_organization": repeat(facts.source_organization, pa.string()),
     }
     return tables.table_by_name(columns, tables.EVALUATIONS_SCHEMA)

@@ -85,6 +85,7 @@ class RunFacts:
     dataset_name: str
     evaluation_id: str
     evaluation_timestamp: str | None
+    source_organization: str | None = None
 
 
 def instance_batches(

@@ -183,12 +183,14 @@ EVALUATIONS_SCHEMA = pa.schema(
         pa.field("max_score", pa.float64()),
         pa.field("source_data", SOURCE_DATA_TYPE, nullable=False),
         pa.field("generation_config", GENERATION_CONFIG_TYPE),
+        pa.field("source_organization", pa.string()),
     ]
 )
 """One row per EEE aggregate result (a kept metric's stats.json entries for one split,
 perturbation and computed_on, merged over sub-splits as helm-summarize does; plus one row
 per sub-split); key: provenance + evaluation_result_id. ``lower_is_better`` is null when
-neither the schema nor the built-in table knows the direction."""
+neither the schema nor the built-in table knows the direction. ``source_organization`` is
+the job's ``--source-organization`` (null: unknown)."""
 
 RUNS_SCHEMA = pa.schema(
     [

@@ -12,10 +12,16 @@ bytes they are written as. No I/O, so the same rows always give the same bytes.
   only place that tells MMLU-style runs with equal ``evaluation_id`` apart.
   ``model_info.inference_platform`` is the run's model deployment before its ``/``.
   Infinite metric bounds are written as EEE's ``"Infinity"`` / ``"-Infinity"`` strings.
+  ``source_organization_name`` is the job's ``--source-organization`` kept in the rows
+  (``unknown`` without one). A result whose direction nobody knows (``lower_is_better``
+  null) is written ``lower_is_better: false`` (EEE requires it) with
+  ``additional_details.lower_is_better: "unknown"``.
 - **Sample lines** (``InstanceLevelEvaluationLog``): every EEE field of the row
-  (:data:`SAMPLE_FIELDS`; provenance and other columns are left out) with explicit nulls,
-  except ``evaluation_result_id``, left out when null (fallback rows of entries without a
-  core stat: EEE's schema types it as a string, so null is invalid).
+  (:data:`SAMPLE_FIELDS`; provenance and other columns are left out) with explicit nulls.
+  Rows without a HELM score (``evaluation.score`` null: HELM computed none) are not
+  samples and are left out (EEE requires a number). ``is_correct`` is null for continuous
+  metrics in the dataset; EEE requires a boolean, so such a line says ``false`` with
+  metadata ``is_correct: "not applicable"``.
   ``model_id`` is the record's (:class:`eee_layout.RecordLayout`) so it equals the
   aggregate's ``model_info.id``. String maps stored as ``[{key, value}]`` become objects.
   One compact JSON object per line, UTF-8, LF-terminated. Lines are built a record batch at
@@ -42,7 +48,9 @@ from helmproc.engine.export.layout import RecordLayout
 
 SOURCE_NAME = "HELM"
 SOURCE_TYPE = "evaluation_run"
-SOURCE_ORGANIZATION = "unknown"
+UNKNOWN_ORGANIZATION = "unknown"
+IS_CORRECT_NOTE = ("is_correct", "not applicable")
+UNKNOWN_DIRECTION = ("lower_is_better", "unknown")
 EVALUATOR_RELATIONSHIP = "third_party"
 EVAL_LIBRARY = {"name": "helm", "version": "unknown"}
 MODEL_PLACEHOLDERS = {"deployment_type": "unknown", "model_availability": "unknown"}
@@ -124,13 +132,17 @@ def evaluation_result(row: Mapping[str, Any]) -> JsonDict:
     details = source.get("additional_details")
     source["additional_details"] = _without_none(details) if details else None
     score_details = {
-        "num_train_trials": _detail_text(row["count"]),
+        "count": _detail_text(row["count"]),
         "stddev_across_train_trials": _detail_text(row["stddev"]),
         "split": _detail_text(row["split"]),
         "perturbation": _detail_text(row["perturbation"]),
     }
     if row["sub_split"] is not None:
         score_details["sub_split"] = row["sub_split"]
+    if row.get("perturbation_description") is not None:
+        score_details["perturbation_description"] = row["perturbation_description"]
+    if row.get("perturbation_computed_on") is not None:
+        score_details["perturbation_computed_on"] = row["perturbation_computed_on"]
     metric_config = {
         "evaluation_description": row["metric_name"],
         "metric_id": row["metric_id"],
@@ -138,12 +150,18 @@ def evaluation_result(row: Mapping[str, Any]) -> JsonDict:
         "metric_kind": row["metric_kind"],
         "metric_unit": row["metric_unit"],
         "metric_parameters": _number_map(row["metric_parameters"]),
-        "lower_is_better": row["lower_is_better"],
+        "lower_is_better": bool(row["lower_is_better"]),
         "score_type": row["score_type"],
         "min_score": _bound(row["min_score"]),
         "max_score": _bound(row["max_score"]),
         "additional_details": string_map(row["metric_additional_details"]) or None,
     }
+    if row["lower_is_better"] is None:
+        key, value = UNKNOWN_DIRECTION
+        metric_config["additional_details"] = {
+            **(metric_config["additional_details"] or {}),
+            key: value,
+        }
     uncertainty = _without_none({"num_samples": row["num_samples"]})
     return _without_none(
         {
@@ -211,7 +229,8 @@ def aggregate_record(
             "source_metadata": {
                 "source_name": SOURCE_NAME,
                 "source_type": SOURCE_TYPE,
-                "source_organization_name": SOURCE_ORGANIZATION,
+                "source_organization_name": first.get("source_organization")
+                or UNKNOWN_ORGANIZATION,
                 "evaluator_relationship": EVALUATOR_RELATIONSHIP,
                 "additional_details": _provenance(first),
             },
@@ -249,6 +268,11 @@ def _as_sample(record: JsonDict, model_id: str) -> JsonDict:
         del record["evaluation_result_id"]
     if record.get("metadata") is not None:
         record["metadata"] = string_map(record["metadata"])
+    evaluation = record.get("evaluation")
+    if evaluation is not None and evaluation.get("is_correct", False) is None:
+        record["evaluation"] = {**evaluation, "is_correct": False}
+        key, value = IS_CORRECT_NOTE
+        record["metadata"] = {**(record.get("metadata") or {}), key: value}
     if isinstance(record.get("messages"), str):
         record["messages"] = json.loads(record["messages"])  # stored as JSON text if present
     performance = record.get("performance")
@@ -286,14 +310,18 @@ def sample_lines(batch: pa.RecordBatch, model_id: str) -> list[bytes]:
     Same records as :func:`sample_record` row by row, with columns converted to Python
     column-wise. Raises ValueError if a float field is NaN or infinite (JSON has neither).
     """
+    scored = pc.is_valid(pc.struct_field(batch.column("evaluation"), "score"))
+    if not pc.all(scored).as_py():
+        batch = batch.filter(scored)  # rows HELM computed no score for are not samples
+        if batch.num_rows == 0:
+            return []
     bad = non_finite_fields(batch)
     if bad:
         raise ValueError(f"non-finite number in {', '.join(bad)}")
     names = [n for n in batch.schema.names if n in SAMPLE_FIELDS]
     n_rows = batch.num_rows
     columns = [
-        [None] * n_rows if name == "model_id" else batch.column(name).to_pylist()
-        for name in names
+        [None] * n_rows if name == "model_id" else batch.column(name).to_pylist() for name in names
     ]  # model_id is replaced by the record's id anyway
     encode = _ENCODER.encode
     return [

@@ -15,9 +15,9 @@ rows. A run is skipped, and listed with its reason in the report, when
 
 - its ``runs`` row says ``failed`` (conversion failed; it has no rows),
 - it has no ``evaluations`` rows: EEE requires an aggregate and a run whose ``stats.json`` has
-  no core metric (e.g. perplexity-only runs such as HELM's ``simple1``) has none; its fallback
-  instance rows are counted in the report but not exported. EEE's own HELM converter refuses
-  these runs too,
+  no kept metric (e.g. perplexity-only runs such as HELM's ``simple1``) has none; its
+  instance rows (which have no score) are counted in the report but not exported. EEE's own
+  HELM converter refuses these runs too,
 - its rows disagree with themselves (an ``evaluation_result_id`` twice, the run listed twice
   in ``runs``, an instance row with another ``evaluation_id`` or ``evaluation_name``): the
   dataset was written by two jobs or damaged, and exporting it would put duplicates in EEE,
@@ -224,7 +224,7 @@ def _export_run(
     evaluations = tables.evaluations.rows(key)
     if not evaluations:
         raise _SkipRun(
-            "no aggregate results (stats.json has no core metric), so no EEE record; "
+            "no aggregate results (stats.json has no kept metric), so no EEE record; "
             "its instance rows are not exported"
         )
     result_ids = [row["evaluation_result_id"] for row in evaluations]

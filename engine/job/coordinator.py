@@ -139,6 +139,7 @@ class Coordinator:
             skip_reasons=task.skip_reasons,
             pid_dir=str(self.pid_dir),
             max_file_bytes=self.job.config.get("max_file_bytes"),
+            source_organization=self.job.config.get("source_organization"),
             execution=self._execution,
         )
 

@@ -37,7 +37,7 @@ from helmproc.engine.job.workdir import (
 from helmproc.engine.publish.folder import Publisher
 from helmproc.engine.publish.registry import publisher_from_config
 from helmproc.engine.safe_paths import make_private_dir
-from helmproc.engine.sources.folder import Source
+from helmproc.engine.sources.folder import Source, default_organization
 from helmproc.engine.url_secrets import strip_config
 from helmproc.journal import Journal, StatusReport
 
@@ -97,16 +97,26 @@ def start_job(
     work_root: Path,
     journal_path: Path | None = None,
     max_file_bytes: int | None = None,
+    source_organization: str | None = None,
 ) -> StartedJob:
     """Plan and record a job (or find it again). ``max_file_bytes`` (``--max-file-bytes``)
-    fails runs with a bigger input file; it is part of the job's identity and config."""
+    fails runs with a bigger input file; ``source_organization`` (``--source-organization``,
+    else the source's default owner, see ``sources.folder.default_organization``) is who
+    published the HELM output. Both are part of the job's identity and config."""
     if max_file_bytes is not None and max_file_bytes < 1:
         raise ConfigError(f"--max-file-bytes must be at least 1 byte, got {max_file_bytes}")
+    if source_organization is not None and not source_organization.strip():
+        raise ConfigError("--source-organization must not be empty")
     plan = plan_chunks(source.discover(), chunk_size)
     refs = [ref for chunk in plan for ref in chunk.runs]
-    limits = {} if max_file_bytes is None else {"max_file_bytes": max_file_bytes}
+    limits: dict[str, object] = {}
+    if max_file_bytes is not None:
+        limits["max_file_bytes"] = max_file_bytes
     # the job is the same whatever credentials its URLs carry (the journal never holds them)
     shown = strip_config(source.config)
+    organization = source_organization or default_organization(shown)
+    if organization is not None:
+        limits["source_organization"] = organization
     job_id = job_id_for({"source": shown, "chunk_size": chunk_size, **limits}, refs)
     key = journal_key(job_id, publisher.config)
     paths = JobPaths.for_journal(journal_path) if journal_path else job_paths(work_root, key)

@@ -54,6 +54,7 @@ from helmproc.engine.sources.filters import RUN_SPEC_FILE, RUN_SPECS_INDEX, Spec
 from helmproc.engine.sources.folder import (
     BENCHMARK_OUTPUT,
     NON_RUN_DIRS,
+    PUBLIC_BUCKET_URL,
     RUNS_INDEX,
     RunsIndex,
     SchemaCache,
@@ -71,7 +72,7 @@ from helmproc.engine.sources.http_client import (
     redact,
 )
 
-DEFAULT_BASE_URL = "https://storage.googleapis.com/crfm-helm-public"
+DEFAULT_BASE_URL = PUBLIC_BUCKET_URL
 LATEST = "latest"
 # Projects whose output was also published at the bucket root (``benchmark_output/``).
 ROOT_PREFIX_PROJECTS = frozenset({"classic"})
@@ -397,7 +398,7 @@ class HttpSource:
                     raise RunConversionError(place, str(exc)) from None
                 return path.read_bytes()
 
-        return self._schemas.get(f"{root}/{place}", read)
+        return self._schemas.get(f"{root}/{place}", place, read)
 
     # -- fetching --------------------------------------------------------------------------
     def fetch(self, ref: RunRef, scratch: Path, *, max_file_bytes: int | None = None) -> Path:

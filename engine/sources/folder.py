@@ -224,6 +224,26 @@ def folder_problem(path: Path) -> str | None:
     )
 
 
+# Who publishes the public bucket (EEE source_organization_name of its runs by default).
+PUBLIC_BUCKET_URL = "https://storage.googleapis.com/crfm-helm-public"
+PUBLIC_BUCKET_OWNER = "Stanford CRFM (Center for Research on Foundation Models)"
+
+
+def default_organization(config: dict[str, Any]) -> str | None:
+    """The publisher of a source's runs when the user names none: the owner of the public
+    bucket for a source reading only that bucket, else None (unknown)."""
+    if config.get("filters") is not None:
+        config = {k: v for k, v in config.items() if k != "filters"}
+    parts = config.get("parts") if config.get("kind") == "multi" else [config]
+    if not parts:
+        return None
+    for part in parts:
+        base_url = str(part.get("base_url") or "").rstrip("/")
+        if part.get("kind") != "http" or base_url != PUBLIC_BUCKET_URL:
+            return None
+    return PUBLIC_BUCKET_OWNER
+
+
 def schema_place(ref: RunRef) -> str | None:
     """Where ``ref``'s ``schema.json`` is, relative to the benchmark root:
     ``releases/<R>/schema.json`` for a release's run, ``runs/<S>/schema.json`` for a run of
@@ -245,14 +265,16 @@ class SchemaCache:
     def __init__(self) -> None:
         self._found: dict[str, HelmSchema | RunConversionError | None] = {}
 
-    def get(self, place: str, read: Callable[[], bytes | None]) -> HelmSchema | None:
-        if place not in self._found:
+    def get(self, key: str, place: str, read: Callable[[], bytes | None]) -> HelmSchema | None:
+        """The schema cached under ``key`` (read and parsed the first time); ``place`` is
+        what names it (``releases/<R>/schema.json``) in errors and the runs table."""
+        if key not in self._found:
             try:
                 data = read()
-                self._found[place] = None if data is None else parse_schema(data, place)
+                self._found[key] = None if data is None else parse_schema(data, place)
             except RunConversionError as exc:
-                self._found[place] = exc
-        found = self._found[place]
+                self._found[key] = exc
+        found = self._found[key]
         if isinstance(found, RunConversionError):
             raise found
         return found
@@ -414,7 +436,7 @@ class DirSource:
             except RunConversionError as exc:
                 raise RunConversionError(place, exc.reason) from None
 
-        return self._schemas.get(place, read)
+        return self._schemas.get(place, place, read)
 
 
 class MultiSource:

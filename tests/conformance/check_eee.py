@@ -6,12 +6,17 @@ project installed). Steps, each a real subprocess in a fresh temporary folder:
 1. ``helmproc run --source tests/data/benchmark_output --to dataset`` (``SOURCE_DATE_EPOCH``
    pinned) builds the fixture dataset;
 2. ``helmproc export-eee --from dataset --to eee --json`` writes the EEE datastore layout;
-3. ``python -m every_eval_ever validate --format json 'eee/data/*/*/*/*.json'
-   'eee/data/*/*/*/*_samples.jsonl'`` validates every aggregate and samples file (schema,
-   strict JSON, path rules, companion checksums/row counts, model identity path).
+3. ``python -m every_eval_ever validate --format json 'data/*/*/*/*.json'
+   'data/*/*/*/*_samples.jsonl'`` (inside the export folder) validates every aggregate and
+   samples file (schema, strict JSON, path rules, companion checksums/row counts, model
+   identity path);
+4. the README's own validator command (the line of its "Exporting to the EEE datastore"
+   section that runs ``every_eval_ever validate``) is run exactly as written, by ``bash``
+   from the folder holding ``eee-out``, and must exit 0 and report no failed file.
 
-Passes only if the validator exits 0 (no errors and no warnings), every file the export
-reports was validated, and at least one run was exported. Exit status: 0 pass, 1 fail.
+Passes only if the validator reports no errors and no warnings, every file the export
+reports was validated, at least one run was exported, and the README's command passes.
+Exit status: 0 pass, 1 fail.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 CHECKOUT = Path(__file__).resolve().parents[2]
+README = CHECKOUT / "README.md"
+EXPORT_FOLDER = "eee-out"  # the folder name the README's commands use
 FIXTURE = CHECKOUT / "tests" / "data" / "benchmark_output"
 SOURCE_DATE_EPOCH = "1800000000"
 HELMPROC = [sys.executable, "-m", "helmproc.cli"]
@@ -55,17 +62,45 @@ def problems(reports: list[dict[str, Any]]) -> list[str]:
     return found
 
 
+def readme_validate_command() -> str:
+    """The README's validator command line, as written."""
+    for line in README.read_text(encoding="utf-8").splitlines():
+        if "python -m every_eval_ever validate" in line:
+            return line.strip()
+    raise SystemExit("conformance: README.md has no every_eval_ever validate command")
+
+
+def run_readme_command(work: Path) -> list[str]:
+    """Problems of running the README's validator command in ``work`` (none: it passed)."""
+    command = readme_validate_command()
+    print("+ (README)", command, flush=True)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.run(
+        ["bash", "-c", command], cwd=work, env=env, capture_output=True, text=True, check=False
+    )
+    output = proc.stdout + proc.stderr
+    if proc.returncode != 0 or " 0 failed" not in output or "0 warnings" not in output:
+        return [f"the README's validator command failed (exit {proc.returncode}):\n{output}"]
+    return []
+
+
 def main() -> int:
     with tempfile.TemporaryDirectory(prefix="helmproc-conformance-") as tmp:
         work = Path(tmp)
         must(run([*HELMPROC, "run", "--source", str(FIXTURE), "--to", "dataset", "-q"], work))
         summary = json.loads(
-            must(run([*HELMPROC, "export-eee", "--from", "dataset", "--to", "eee", "--json"], work))
+            must(
+                run(
+                    [*HELMPROC, "export-eee", "--from", "dataset", "--to", EXPORT_FOLDER, "--json"],
+                    work,
+                )
+            )
         )
         exported = {r["aggregate"] for r in summary["exported"]}
         exported |= {r["samples"] for r in summary["exported"] if r["samples"]}
         patterns = ["data/*/*/*/*.json", "data/*/*/*/*_samples.jsonl"]
-        proc = run([*VALIDATE, *patterns], work / "eee")
+        proc = run([*VALIDATE, *patterns], work / EXPORT_FOLDER)
+        readme_problems = run_readme_command(work)
         try:
             reports = json.loads(proc.stdout)
         except json.JSONDecodeError:
@@ -73,7 +108,7 @@ def main() -> int:
             print("conformance: FAIL (validator printed no JSON report)")
             return 1
     validated = {str(report["file"]) for report in reports}
-    found = problems(reports)
+    found = problems(reports) + readme_problems
     if exported != validated:
         found.append(f"exported files {sorted(exported ^ validated)} were not all validated")
     if not exported:
