@@ -3,22 +3,24 @@
 How it works. The small files (``run_spec.json``, ``scenario.json``, ``stats.json``) are
 decoded whole with the typed msgspec views of :mod:`run_files`. The two big files are reduced
 by :mod:`run_index`: ``per_instance_stats.json`` to one small record per (instance id,
-perturbation name, train trial) entry, ``scenario_state.json`` to an index of the request
-state each entry joins to (a dict lookup by that key; for ``multiple_choice_separate_*`` runs
-the state of the chosen reference). Each of the two is decoded whole when it is at most
-``stream_threshold_bytes`` (the fast path) and streamed element by element otherwise
+perturbation description, train trial) entry, ``scenario_state.json`` to an index of the
+request state each entry joins to (a dict lookup by that key; for
+``multiple_choice_separate_*`` runs the state of the chosen reference). Each of the two is
+decoded whole when it is at most ``stream_threshold_bytes`` (the fast path) and streamed
+element by element otherwise
 (:mod:`array_stream`), so a run with a multi-GB ``scenario_state.json`` never has the file, or
-its decoded form, in memory. Then:
+its decoded form, in memory. Which metrics are kept is decided first, from the run's
+``run_spec.groups`` and the release's ``schema.json`` (:mod:`metric_selection`). Then:
 
-- **evaluations** (:mod:`evaluation_rows`): one row per core evaluation_result_id of
-  ``stats.json``, built up front (it is small).
-- **instances** (:mod:`instance_rows`): one row per entry x usable core stat, in entry-key
+- **evaluations** (:mod:`evaluation_rows`): the kept stats of ``stats.json`` merged over
+  sub-splits as helm-summarize does, built up front (it is small).
+- **instances** (:mod:`instance_rows`): one row per entry x usable kept stat, in entry-key
   order, produced lazily in batches by :meth:`ConvertedRun.instance_batches`; every count
   (``n_instances``, ``n_rows``) and every check that can fail on the run's structure (a
   duplicate entry, an entry without a request state) is done before the first batch.
-  Rows are sorted by (sample_id, perturbation name with unperturbed first, train trial,
-  evaluation_result_id), which is also the row key; ``n_instances`` counts the distinct
-  (instance id, perturbation name) pairs of per_instance_stats.json.
+  Rows are sorted by (sample_id, unperturbed first, perturbation name, whole description,
+  train trial, evaluation_result_id), which is also the row key; ``n_instances`` counts the
+  distinct (instance id, perturbation description) pairs of per_instance_stats.json.
 - Encrypted runs (``encryption_data.json``) are decrypted through :mod:`decrypt`.
 
 Everything is a pure function of the run's files and ``job_timestamp`` (no wall clock, no

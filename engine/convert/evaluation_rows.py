@@ -1,22 +1,22 @@
 """Build the ``evaluations`` table of a run: EEE aggregate results from ``stats.json``.
 
-One row per evaluation_result_id (``name[:split][:perturbation]``) that has a usable core
-stat (:func:`eee_fields.is_core_metric`; value = ``mean``, else ``sum / count`` with
-``count > 0``; non-finite values are unusable). Several HELM stats can share an id, because
-the id leaves out ``perturbation.computed_on`` and ``sub_split``. Which one the row shows:
+Which stats: those of the metrics the run keeps (``metric_selection``: the core list, the
+run groups' headlines and what their metric groups show). A stat's value is its ``mean``,
+else ``sum / count`` with ``count > 0``; non-finite values are unusable.
 
-- computed_on: the first stat of the id in file order fixes it (HELM writes ``perturbed``
-  before ``original`` / ``worst``), as EEE does;
-- sub_split: among the stats with that computed_on, a stat without ``sub_split`` wins (the
-  first one). When there is none (HELM aggregates scenarios with sub-splits only per
-  sub-split), the sub-split stats are merged the way helm-summarize shows a split:
-  score = sum of their sums / sum of their counts, ``count`` = the largest count (the number
-  of train trials), ``stddev`` unknown (null), ``sub_split`` null. A single sub-split stat
-  is kept as it is.
+How, like helm-summarize: the stats are grouped by (metric, split, whole perturbation
+description, ``computed_on``); each group gives one result with ``sub_split`` null, the
+group's stats merged as HELM's ``Stat.merge`` does (sum of sums / sum of counts, counts
+added, population stddev from the summed squares when every stat has them; a group of one
+stat keeps that stat's own values). A stat without ``sub_split`` is part of the merge (it
+covers only the instances without a sub-split). Each sub-split of a group is also a result
+of its own (``sub_split`` set, id ``...:sub_split=S...``). ``perturbed``, ``original`` and
+``worst`` are different ``computed_on`` values, so results of their own.
 
 Rows are sorted by evaluation_result_id. ``num_samples`` is the number of distinct instances
 with rows under that id (else under the unperturbed id, else stats.json ``num_instances`` for
-the split, else ``samples_number``, the distinct instance ids of scenario_state.json);
+the split, else ``samples_number``, the distinct instance ids of scenario_state.json; null
+for a sub-split result); ``source_data.sample_ids`` lists those instance ids;
 ``generation_config`` comes from request_states[0] (else the adapter spec), as in
 ``docs/eee-mapping.md``. Pure: nothing is written.
 """

@@ -1,10 +1,14 @@
 """Build the ``instances`` table of a run, batch by batch.
 
-One row per (per-instance entry x usable core stat), in the order of the run's sorted entry
-keys and, within an entry, of evaluation_result_id; an entry without any usable core stat
-gets one fallback row (null evaluation_result_id, score = share of completions equal to a
-correct reference, as EEE does). Each row carries the stat's own score, so perturbed copies
-and extra train trials keep their own scores.
+One row per (per-instance entry x usable stat of a kept metric), in the order of the run's
+sorted entry keys and, within an entry, of evaluation_result_id; ``metric_name`` is the
+row's HELM metric. An entry without any gets one row for its texts with ``score`` and
+``is_correct`` null (HELM computed no score: nothing is invented) and metadata
+``score_missing`` saying why (a request never executed, as in a dry run, or no per-instance
+stat of a kept metric). ``is_correct`` follows :func:`eee_fields.is_correct` (true only at
+an indicator metric's maximum, null for continuous metrics). Each row carries the stat's own
+score, so perturbed copies (each perturbation variant under its whole description) and extra
+train trials keep their own scores.
 
 Row fields follow ``docs/eee-mapping.md``: input.raw is the request prompt, output.raw the
 completions, reasoning_trace their ``thinking`` texts, token_usage the entry's stat sums
@@ -25,7 +29,7 @@ empty outputs and no answer attribution. Shapes HELM grew over time:
   (msgspec encoding: key order as in the file, NaN written as null).
 
 EEE's ``metadata`` is a string-to-string map (here a list of key/value structs, null when
-empty); keys appear in the order sub_split, media, annotations, encrypted.
+empty); keys appear in the order sub_split, media, annotations, encrypted, score_missing.
 
 Batches. Columns are built as Python lists per entry, converted with ``pa.array`` /
 ``StructArray.from_arrays`` and repeated per metric row with one ``take``. A batch is closed
