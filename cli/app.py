@@ -265,8 +265,10 @@ def run(
         str | None,
         typer.Option(
             "--source-organization",
-            help="Who published the HELM output (EEE source_organization_name; default for "
-            "the public bucket: its owner, Stanford CRFM; else unknown). Recorded with the job.",
+            metavar="NAME",
+            help="Who published the HELM output (EEE source_organization_name). Recorded with "
+            "the job.",
+            show_default="the public bucket's owner, Stanford CRFM; else unknown",
         ),
     ] = None,
     repo_id: RepoIdOpt = None,
