@@ -257,9 +257,9 @@ def test_spec_filters_never_read_a_run_spec_outside_the_root(
     read: list[Path] = []
     real_read = run_filters._read_spec
 
-    def spy(path: Path):
+    def spy(path: Path, root: Path):  # _read_spec(path, root) since the containment change
         read.append(path)
-        return real_read(path)
+        return real_read(path, root)
 
     monkeypatch.setattr(run_filters, "_read_spec", spy)
     filters = RunFilters.build(models=["simple/model1"])
