@@ -83,8 +83,8 @@ def error_table() -> tuple[ErrorRow, ...]:
             UnreachableError,
             "",
             "`helmproc resume` continues once the network is back",
-            hint_no_job="offline, try the HELM output bundled with the tests: "
-            "`helmproc run --source tests/data/benchmark_output`",
+            hint_no_job=f"once online, {AGAIN}; offline, the HELM output bundled with the "
+            "tests works: `helmproc run --source tests/data/benchmark_output --to DIR`",
         ),
         ErrorRow(SourceError, "cannot read the source", "check the --source / --release / --suite"),
         ErrorRow(
