@@ -297,15 +297,16 @@ def typed_decode(run_dir: Path) -> None:
     """Decode exactly what helmproc's converter decodes, with its typed msgspec decoders and
     its choice per file between decoding whole and streaming element by element."""
     from helmproc.engine.convert.converter import STREAM_THRESHOLD_BYTES
+    from helmproc.engine.helm import file_names as fn
     from helmproc.engine.helm import run_files as rf
     from helmproc.engine.helm.array_stream import iter_array_elements
 
-    rf.load_json(run_dir / rf.RUN_SPEC_FILE, rf.RunSpec)
-    rf.load_json(run_dir / rf.SCENARIO_FILE, rf.Scenario)
-    rf.load_json(run_dir / rf.STATS_FILE, list[rf.Stat])
+    rf.load_json(run_dir / fn.RUN_SPEC_FILE, rf.RunSpec)
+    rf.load_json(run_dir / fn.SCENARIO_FILE, rf.Scenario)
+    rf.load_json(run_dir / fn.STATS_FILE, list[rf.Stat])
     big: list[tuple[str, Any, Any, str | None]] = [
-        (rf.PER_INSTANCE_STATS_FILE, list[rf.PerInstanceStats], rf.PerInstanceStats, None),
-        (rf.SCENARIO_STATE_FILE, rf.ScenarioState, rf.RequestState, "request_states"),
+        (fn.PER_INSTANCE_STATS_FILE, list[rf.PerInstanceStats], rf.PerInstanceStats, None),
+        (fn.SCENARIO_STATE_FILE, rf.ScenarioState, rf.RequestState, "request_states"),
     ]
     for file, whole, element, key in big:
         path = run_dir / file

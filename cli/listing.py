@@ -19,6 +19,7 @@ import typer
 from helmproc.cli.narration import count, examples, say
 from helmproc.cli.option_checks import at_least
 from helmproc.engine.errors import ConfigError
+from helmproc.engine.helm.file_names import RUNS_INDEX
 from helmproc.engine.sources.bucket import (
     BENCHMARK_OUTPUT,
     DEFAULT_BASE_URL,
@@ -29,7 +30,6 @@ from helmproc.engine.sources.bucket import (
 )
 from helmproc.engine.sources.filters import FilteredSource, RunFilters
 from helmproc.engine.sources.folder import (
-    RUNS_INDEX,
     DirSource,
     MultiSource,
     Source,

@@ -9,11 +9,7 @@ them into user-facing messages lives in ``helmproc.cli.errors``.
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import socket
-from collections.abc import Iterator
-from pathlib import Path
 
 
 class HelmprocError(Exception):
@@ -129,16 +125,3 @@ class UnwritableError(HelmprocError):
 
     def __str__(self) -> str:
         return f"cannot write {self.path}: {self.reason}"
-
-
-@contextlib.contextmanager
-def disk_full_as_error(path: Path | str) -> Iterator[None]:
-    """Turn ENOSPC (raised by the OS or by Arrow's writer) into ``DiskFullError(path)``:
-    around every write helmproc makes (shards, downloads, spools), so a full disk stops the
-    job with the path instead of failing runs one by one."""
-    try:
-        yield
-    except OSError as exc:
-        if exc.errno == errno.ENOSPC or "No space left" in str(exc):
-            raise DiskFullError(str(path)) from None
-        raise

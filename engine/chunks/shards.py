@@ -1,9 +1,11 @@
 """Shard files: Parquet written durably, and the facts the journal keeps about them.
 
 A shard is written to a temporary name beside its final path, flushed and fsynced, then
-renamed over the final path and the directory fsynced. A crash therefore leaves either no
-shard, a complete shard, or a stray ``*.tmp-*`` file that ``remove_temp_files`` sweeps up on
-resume; a half-written file never sits under a final name. Writer options are fixed so the
+renamed over the final path and the directory fsynced (``durable``). A crash therefore leaves
+either no shard, a complete shard, or a stray ``*.tmp-*`` file that ``durable.remove_temp_files``
+sweeps up on resume; a half-written file never sits under a final name. ``shard_problem`` is
+the one check of a copy of a shard against its journaled facts (staging, a destination folder,
+a Hub repo all say what is wrong in the same words). Writer options are fixed so the
 same rows always produce the same bytes (sha256 equality is how resume and publishers detect
 work already done).
 
@@ -20,21 +22,19 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from helmproc.engine.durable import fsync_dir
-from helmproc.engine.errors import disk_full_as_error
+from helmproc.engine.durable import replace_durably, temp_path, writing
 from helmproc.engine.facts import ShardFact
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-# pyarrow (with numpy) and psutil are imported where they are used: the coordinator and the
-# publishers import this module for its file helpers, and a job with nothing to convert never
-# needs them (worker processes have them preloaded).
+# pyarrow (with numpy) is imported where it is used: the coordinator and the publishers import
+# this module for its shard checks, and a job with nothing to convert never needs it (worker
+# processes have it preloaded).
 
 COMPRESSION = "zstd"
 COMPRESSION_LEVEL = 3
@@ -50,7 +50,6 @@ HASH_BLOCK_BYTES = 1 << 20
 # of writing an instances shard. Every other column keeps its statistics for readers' pruning.
 NO_STATISTICS = ("input", "output", "messages", "error", "sample_hash", "metadata",
                  "performance.additional_details")
-TEMP_MARK = ".tmp-"
 
 
 @functools.lru_cache(maxsize=16)
@@ -99,10 +98,10 @@ class ShardWriter:
         self.table = table
         self.final = root / rel_path
         self.final.parent.mkdir(parents=True, exist_ok=True)
-        self.temp = self.final.with_name(f"{self.final.name}{TEMP_MARK}{os.getpid()}")
+        self.temp = temp_path(self.final)
         import pyarrow.parquet as pq
 
-        with disk_full_as_error(self.temp), _removed_on_error(self.temp):
+        with writing(self.temp), _removed_on_error(self.temp):
             self._writer = pq.ParquetWriter(
                 self.temp,
                 schema,
@@ -135,18 +134,15 @@ class ShardWriter:
             self._write(pending[0] if len(pending) == 1 else pa.concat_tables(pending))
 
     def _write(self, table: pa.Table) -> None:
-        with disk_full_as_error(self.temp):
+        with writing(self.temp):
             self._writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
         self.n_rows += table.num_rows
 
     def close(self) -> ShardFact:
         self._flush()
-        with disk_full_as_error(self.temp):
+        with writing(self.temp):
             self._writer.close()
-            with open(self.temp, "rb+") as fh:
-                os.fsync(fh.fileno())
-        os.replace(self.temp, self.final)
-        fsync_dir(self.final.parent)
+        replace_durably(self.temp, self.final)
         return ShardFact(
             table=self.table,
             path=self.rel_path,
@@ -168,29 +164,45 @@ class ShardWriter:
             self.temp.unlink(missing_ok=True)
 
 
-def write_bytes_durably(root: Path, rel_path: str, data: bytes) -> None:
-    """Write ``data`` to ``root/rel_path`` the same durable way shards are written."""
-    final = root / rel_path
-    final.parent.mkdir(parents=True, exist_ok=True)
-    temp = final.with_name(f"{final.name}{TEMP_MARK}{os.getpid()}")
-    with disk_full_as_error(temp):
-        with open(temp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-    os.replace(temp, final)
-    fsync_dir(final.parent)
+def shard_problem(
+    fact: ShardFact,
+    size: int | None,
+    sha256: Callable[[], str],
+    rows: Callable[[], int] | None = None,
+) -> str | None:
+    """What is wrong with one copy of a shard, None if nothing: checked from cheapest to
+    dearest, so ``sha256`` (and ``rows``, when given) are asked only if the size matches.
+    ``size`` None means the copy is missing; ``rows`` may raise ``ValueError`` for a footer
+    that cannot be read."""
+    if size is None:
+        return "missing"
+    if size != fact.n_bytes:
+        return f"size {size} != journaled {fact.n_bytes}"
+    if sha256() != fact.sha256:
+        return "sha256 differs from the journal"
+    if rows is None:
+        return None
+    try:
+        n_rows = rows()
+    except ValueError as exc:
+        return f"unreadable Parquet footer: {exc}"
+    return None if n_rows == fact.n_rows else f"{n_rows} rows != journaled {fact.n_rows}"
+
+
+def local_shard_problem(root: Path, fact: ShardFact, *, check_rows: bool = True) -> str | None:
+    """``shard_problem`` of the file ``root/fact.path``."""
+    path = root / fact.path
+    try:
+        size: int | None = path.stat().st_size
+    except FileNotFoundError:
+        size = None
+    rows = (lambda: parquet_row_count(path)) if check_rows else None
+    return shard_problem(fact, size, lambda: sha256_file(path), rows)
 
 
 def shard_matches(root: Path, fact: ShardFact) -> bool:
     """True when ``root/fact.path`` exists with the journaled size and sha256."""
-    path = root / fact.path
-    try:
-        if path.stat().st_size != fact.n_bytes:
-            return False
-    except FileNotFoundError:
-        return False
-    return sha256_file(path) == fact.sha256
+    return local_shard_problem(root, fact, check_rows=False) is None
 
 
 def parquet_row_count(path: Path) -> int:
@@ -198,32 +210,3 @@ def parquet_row_count(path: Path) -> int:
     import pyarrow.parquet as pq
 
     return pq.ParquetFile(path).metadata.num_rows
-
-
-def remove_orphan_temp_files(folder: Path) -> int:
-    """Delete ``*.tmp-<pid>`` files directly in ``folder`` whose writing process is gone.
-
-    For folders other jobs may write to at the same time (a dataset destination, an export
-    folder): a temp file of a live process is a write in flight and stays. Returns how many.
-    """
-    import psutil
-
-    n = 0
-    for path in folder.glob(f"*{TEMP_MARK}*"):
-        suffix = path.name.rsplit(TEMP_MARK, 1)[-1]
-        if not suffix.isdigit() or int(suffix) == os.getpid() or psutil.pid_exists(int(suffix)):
-            continue
-        if path.is_file():
-            path.unlink(missing_ok=True)
-            n += 1
-    return n
-
-
-def remove_temp_files(root: Path) -> int:
-    """Delete leftovers of interrupted writes under ``root``; returns how many."""
-    n = 0
-    if root.exists():
-        for path in root.rglob(f"*{TEMP_MARK}*"):
-            path.unlink(missing_ok=True)
-            n += 1
-    return n

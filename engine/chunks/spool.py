@@ -31,7 +31,7 @@ import pyarrow.ipc as ipc
 from helmproc.engine.chunks.shards import ShardWriter
 from helmproc.engine.convert.converter import ConvertedRun
 from helmproc.engine.convert.schemas import INSTANCES_SCHEMA
-from helmproc.engine.errors import disk_full_as_error
+from helmproc.engine.durable import writing
 
 __all__ = ["StagedInstances"]
 
@@ -61,7 +61,7 @@ class StagedInstances:
         scratch.mkdir(parents=True, exist_ok=True)
         path = scratch / f"instances-spool-{os.getpid()}-{next(_spool_counter)}.arrow"
         try:
-            with disk_full_as_error(path):
+            with writing(path):
                 _spool(path, _drain(head, batches))
         except BaseException:
             path.unlink(missing_ok=True)
@@ -102,4 +102,5 @@ def _spool(path: Path, tables: Iterator[pa.Table]) -> None:
     with ipc.new_file(str(path), INSTANCES_SCHEMA, options=options) as writer:
         for table in tables:
             if table.num_rows:
-                writer.write_batch(table.combine_chunks().to_batches()[0])
+                with writing(path):
+                    writer.write_batch(table.combine_chunks().to_batches()[0])

@@ -66,12 +66,14 @@ from helmproc.engine.convert.run_index import (
 from helmproc.engine.errors import RunConversionError
 from helmproc.engine.facts import RunRef
 from helmproc.engine.helm.decrypt import Decryptor
-from helmproc.engine.helm.run_files import (
+from helmproc.engine.helm.file_names import (
     PER_INSTANCE_STATS_FILE,
     RUN_SPEC_FILE,
     SCENARIO_FILE,
     SCENARIO_STATE_FILE,
     STATS_FILE,
+)
+from helmproc.engine.helm.run_files import (
     RunSpec,
     Scenario,
     Stat,

@@ -49,10 +49,9 @@ from typing import Any, Generic, NamedTuple, TypeVar
 
 from helmproc.engine.errors import RunConversionError
 from helmproc.engine.helm.array_stream import iter_array_elements, read_span
+from helmproc.engine.helm.file_names import PER_INSTANCE_STATS_FILE, SCENARIO_STATE_FILE
 from helmproc.engine.helm.perturbations import key_name, perturbation_key
 from helmproc.engine.helm.run_files import (
-    PER_INSTANCE_STATS_FILE,
-    SCENARIO_STATE_FILE,
     MetricName,
     PerInstanceStats,
     RequestState,

@@ -30,7 +30,7 @@ Writing. Each file is written to ``<name>.tmp-<pid>`` beside its final name, fsy
 renamed, samples first, so a file under its final name is never partial and the aggregate's
 checksum always describes a complete samples file. Folders are not fsynced (that would be a
 third fsync per run): after a power loss the last renames may be missing, never torn. File
-names are derived from the run identity (:func:`eee_layout.file_uuid`) and the bytes from
+names are derived from the run identity (:func:`layout.file_uuid`) and the bytes from
 the rows alone, so exporting the same dataset again rewrites identical bytes: a crashed or
 interrupted export is repaired by running it again (which also removes the temp files of an
 export that was killed, once their process is gone). Files already in the destination that
@@ -39,8 +39,6 @@ this export does not write are left alone.
 
 from __future__ import annotations
 
-import hashlib
-import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,9 +47,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from helmproc.engine.chunks.shards import TEMP_MARK, remove_orphan_temp_files
 from helmproc.engine.dataset_layout import TABLES
-from helmproc.engine.errors import HelmprocError
+from helmproc.engine.durable import remove_orphan_temp_files, write_chunks
+from helmproc.engine.errors import DiskFullError, HelmprocError
 from helmproc.engine.export.dataset_reader import RUN_COLUMNS, RunKey, TableIndex
 from helmproc.engine.export.layout import RecordLayout, record_layout
 from helmproc.engine.export.records import (
@@ -188,7 +186,7 @@ def export_eee(
         try:
             exported.append(_export_run(tables, key, listed.get(key, []), out, swept))
             done = True
-        except (OSError, pa.ArrowException) as exc:
+        except (OSError, pa.ArrowException, DiskFullError) as exc:
             raise ExportIOError(f"run {key}: {exc}") from exc
         except _SkipRun as skip:
             skipped.append(SkippedRun(str(key), str(skip), tables.instances.count(key)))
@@ -249,7 +247,7 @@ def _export_run(
     expected = {name: first[name] for name in ("evaluation_id", "evaluation_name")}
     lines = _sample_lines(tables.instances, key, layout, expected)
     try:
-        checksum, n_samples = _write_durably(out / layout.samples_path, lines)
+        checksum, n_samples = write_chunks(out / layout.samples_path, lines, fsync_folder=False)
     except (_SkipRun, ValueError) as exc:  # ValueError: a non-finite number in a row
         _remove_empty_folders(folder, out)
         if isinstance(exc, _SkipRun):
@@ -266,7 +264,7 @@ def _export_run(
         (out / layout.samples_path).unlink(missing_ok=True)
         _remove_empty_folders(folder, out)
         raise _SkipRun(f"aggregate is not valid JSON: {exc}") from exc
-    _write_durably(out / layout.aggregate_path, [text])
+    write_chunks(out / layout.aggregate_path, [text], fsync_folder=False)
     return ExportedRun(
         run=str(key),
         aggregate_path=layout.aggregate_path,
@@ -291,25 +289,6 @@ def _sample_lines(
                     f"the evaluations have {value!r}"
                 )
         yield from sample_lines(batch, layout.model_id)
-
-
-def _write_durably(path: Path, chunks: Iterable[bytes]) -> tuple[str, int]:
-    """Write ``chunks`` to ``path`` via a fsynced temp file; returns (sha256, n_chunks)."""
-    temp = path.with_name(f"{path.name}{TEMP_MARK}{os.getpid()}")
-    digest = hashlib.sha256()
-    n = 0
-    try:
-        with open(temp, "wb") as fh:
-            for chunk in chunks:
-                digest.update(chunk)
-                fh.write(chunk)
-                n += 1
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
-    return digest.hexdigest(), n
 
 
 def _remove_empty_folders(folder: Path, stop: Path) -> None:

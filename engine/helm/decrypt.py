@@ -33,6 +33,7 @@ from typing import Any
 import msgspec
 
 from helmproc.engine.errors import RunConversionError
+from helmproc.engine.helm.file_names import ENCRYPTION_DATA_FILE
 from helmproc.engine.helm.run_files import load_json
 from helmproc.engine.input_files import open_input
 
@@ -44,7 +45,6 @@ __all__ = [
     "is_placeholder",
 ]
 
-ENCRYPTION_DATA_FILE = "encryption_data.json"
 SCAN_BLOCK_BYTES = 1 << 20
 
 _PLACEHOLDER_PREFIX = "[encrypted_text_"

@@ -70,14 +70,6 @@ T = TypeVar("T")
 # Indexes are stored as Arrow int32: reject what does not fit while decoding (with a JSON path).
 Index = Annotated[int, msgspec.Meta(ge=0, lt=2**31)]
 
-# File names of the five helm-run files (all required for a complete run).
-RUN_SPEC_FILE = "run_spec.json"
-SCENARIO_FILE = "scenario.json"
-SCENARIO_STATE_FILE = "scenario_state.json"
-STATS_FILE = "stats.json"
-PER_INSTANCE_STATS_FILE = "per_instance_stats.json"
-
-
 class MediaObject(msgspec.Struct, gc=False):
     """One part of a multimodal input: its content type and, for text parts, the text."""
 

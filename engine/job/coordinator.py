@@ -49,8 +49,8 @@ from pathlib import Path
 from typing import Any
 
 from helmproc.engine.chunks.pid_files import running_workers
-from helmproc.engine.chunks.shards import remove_temp_files
 from helmproc.engine.chunks.worker import ChunkResult, ChunkSpec
+from helmproc.engine.durable import remove_temp_files
 from helmproc.engine.errors import (
     DiskFullError,
     HelmprocError,

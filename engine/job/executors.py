@@ -29,13 +29,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from helmproc.engine.chunks.lifeline import die_with_parent
-from helmproc.engine.chunks.shards import write_bytes_durably
 from helmproc.engine.chunks.worker import (
     CONVERTER_MODULES,
     ChunkResult,
     ChunkSpec,
     w_process_chunk,
 )
+from helmproc.engine.durable import write_bytes
 from helmproc.engine.errors import ConfigError, PublishError
 from helmproc.engine.job.interrupts import worker_sigint
 
@@ -155,7 +155,7 @@ class DaskExecutor:
             data = blobs.get(fact.path)
             if data is None or hashlib.sha256(data).hexdigest() != fact.sha256:
                 raise PublishError(f"shard {fact.path} came back damaged from the cluster")
-            write_bytes_durably(staging, fact.path, data)
+            write_bytes(staging / fact.path, data)
         chunk: ChunkResult = result
         return chunk
 

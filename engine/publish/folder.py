@@ -19,20 +19,13 @@ flight and stays).
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from helmproc.engine.chunks.shards import (
-    TEMP_MARK,
-    parquet_row_count,
-    remove_orphan_temp_files,
-    sha256_file,
-)
+from helmproc.engine.chunks.shards import local_shard_problem
 from helmproc.engine.dataset_layout import CARD_PATH
-from helmproc.engine.durable import fsync_dir
+from helmproc.engine.durable import fsync_dir, place_copy, remove_orphan_temp_files, write_bytes
 from helmproc.engine.errors import ConfigError, PublishError
 from helmproc.engine.facts import ShardFact
 
@@ -63,8 +56,9 @@ class Publisher(Protocol):
         in the background, so e.g. creating a Hub repo overlaps the first chunk's work)."""
         ...
 
-    def check(self, shard: ShardFact) -> str | None:
-        """None if the destination holds the shard intact, else what is wrong with it."""
+    def check_all(self, shards: Sequence[ShardFact]) -> dict[str, str | None]:
+        """Path -> None if the destination holds the shard intact (size, sha256, Parquet row
+        count), else what is wrong with it (``chunks.shards.shard_problem``'s words)."""
         ...
 
 
@@ -106,16 +100,7 @@ class DirPublisher:
         final = self.root / rel_path
         final.parent.mkdir(parents=True, exist_ok=True)
         self._sweep(final.parent)
-        temp = final.with_name(f"{final.name}{TEMP_MARK}{os.getpid()}")
-        temp.unlink(missing_ok=True)
-        try:
-            # Shards are immutable once written: a hard link costs no copy and no space.
-            os.link(src, temp)
-        except OSError:
-            shutil.copyfile(src, temp)
-            with open(temp, "rb+") as fh:
-                os.fsync(fh.fileno())
-        os.replace(temp, final)
+        place_copy(src, final)  # shards are immutable once written: a hard link when possible
 
     def publish(
         self, staging: Path, shards: Sequence[ShardFact], message: str, card: str | None = None
@@ -144,24 +129,10 @@ class DirPublisher:
     def write_card(self, text: str) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         self._sweep(self.root)
-        final = self.root / CARD_PATH
-        temp = final.with_name(f"{final.name}{TEMP_MARK}{os.getpid()}")
-        with open(temp, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(temp, final)
-        fsync_dir(self.root)
+        write_bytes(self.root / CARD_PATH, text.encode("utf-8"))
 
     def check(self, shard: ShardFact) -> str | None:
-        path = self.root / shard.path
-        if not path.exists():
-            return "missing"
-        if path.stat().st_size != shard.n_bytes:
-            return f"size {path.stat().st_size} != journaled {shard.n_bytes}"
-        if sha256_file(path) != shard.sha256:
-            return "sha256 differs from the journal"
-        rows = parquet_row_count(path)
-        if rows != shard.n_rows:
-            return f"{rows} rows != journaled {shard.n_rows}"
-        return None
+        return local_shard_problem(self.root, shard)
+
+    def check_all(self, shards: Sequence[ShardFact]) -> dict[str, str | None]:
+        return {fact.path: self.check(fact) for fact in shards}

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 from urllib.parse import quote, urlsplit
 
+from helmproc.engine.chunks.shards import shard_problem
 from helmproc.engine.dataset_layout import CARD_PATH
 from helmproc.engine.errors import ConfigError, PublishError, UnreachableError
 from helmproc.engine.facts import ShardFact
@@ -489,19 +490,10 @@ class HubPublisher:
         out: dict[str, str | None] = {}
         for fact in shards:
             entry = entries.get(fact.path)
-            if entry is None:
-                out[fact.path] = "missing"
-            elif entry.size != fact.n_bytes:
-                out[fact.path] = f"size {entry.size} != journaled {fact.n_bytes}"
-            elif self._remote_sha256(entry) != fact.sha256:
-                out[fact.path] = "sha256 differs from the journal"
-            else:
-                try:
-                    rows = self._remote_row_count(fact.path, entry.size)
-                except ValueError as exc:
-                    out[fact.path] = f"unreadable Parquet footer: {exc}"
-                    continue
-                out[fact.path] = (
-                    None if rows == fact.n_rows else f"{rows} rows != journaled {fact.n_rows}"
-                )
+            out[fact.path] = shard_problem(
+                fact,
+                None if entry is None else entry.size,
+                lambda entry=entry: self._remote_sha256(entry),
+                lambda entry=entry, fact=fact: self._remote_row_count(fact.path, entry.size),
+            )
         return out

@@ -17,13 +17,15 @@ on ``resume``, and the publisher checks the remote before sending a commit again
 from __future__ import annotations
 
 import enum
+import random
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from helmproc.engine import stop_waits
 from helmproc.engine.errors import PublishError, TransientError, never_connected
-from helmproc.engine.sources.http_client import parse_retry_after, say_retry
+from helmproc.engine.retry import Backoff, parse_retry_after
+from helmproc.engine.sources.http_client import say_retry
 
 DEFAULT_MAX_ATTEMPTS = 8
 DEFAULT_BASE_DELAY_S = 2.0
@@ -92,6 +94,8 @@ class RetryPolicy:
     max_rate_wait_s: float = DEFAULT_MAX_RATE_WAIT_S
     sleep: Callable[[float], None] | None = field(default=None, compare=False, repr=False)
     notify: Callable[[str], None] = field(default=say_retry, compare=False, repr=False)
+    # ``retry.Backoff``'s share of each delay (full jitter); tests pin it to see the ceilings
+    jitter: Callable[[], float] = field(default=random.random, compare=False, repr=False)
 
     def wait(self, seconds: float, why: str) -> None:
         """Say why and how long, then wait (``sleep``, else until a stop request)."""
@@ -101,9 +105,13 @@ class RetryPolicy:
         else:
             stop_waits.pause(seconds, why)
 
+    @property
+    def backoff(self) -> Backoff:
+        return Backoff(self.base_delay_s, self.max_delay_s, self.jitter)
+
     def backoff_s(self, failures: int) -> float:
-        """Exponential delay after the ``failures``-th consecutive failure (1-based)."""
-        return min(self.base_delay_s * (2 ** max(failures - 1, 0)), self.max_delay_s)
+        """The delay after the ``failures``-th consecutive failure (1-based)."""
+        return self.backoff.delay_s(failures)
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:

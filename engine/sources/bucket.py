@@ -46,16 +46,25 @@ from urllib.parse import quote, urlencode, urlsplit
 
 from helmproc.engine.errors import ConfigError, RunConversionError, SourceError
 from helmproc.engine.facts import RunRef
-from helmproc.engine.helm.decrypt import ENCRYPTION_DATA_FILE, holds_placeholder
+from helmproc.engine.helm.decrypt import holds_placeholder
+from helmproc.engine.helm.file_names import (
+    ENCRYPTION_DATA_FILE,
+    NON_RUN_DIRS,
+    PER_INSTANCE_STATS_FILE,
+    RUN_SPEC_FILE,
+    RUN_SPECS_INDEX,
+    RUNS_INDEX,
+    SCENARIO_FILE,
+    SCENARIO_STATE_FILE,
+    STATS_FILE,
+)
 from helmproc.engine.helm.schema_file import HelmSchema
 from helmproc.engine.input_files import file_too_large
 from helmproc.engine.safe_paths import unsafe_part
-from helmproc.engine.sources.filters import RUN_SPEC_FILE, RUN_SPECS_INDEX, SpecFacts, facts_by_name
+from helmproc.engine.sources.filters import SpecFacts, facts_by_name
 from helmproc.engine.sources.folder import (
     BENCHMARK_OUTPUT,
-    NON_RUN_DIRS,
     PUBLIC_BUCKET_URL,
-    RUNS_INDEX,
     RunsIndex,
     SchemaCache,
     check_location,
@@ -77,21 +86,14 @@ LATEST = "latest"
 # Projects whose output was also published at the bucket root (``benchmark_output/``).
 ROOT_PREFIX_PROJECTS = frozenset({"classic"})
 # The converter's inputs, smallest first; then optional files whose absence is fine.
-REQUIRED_FILES = (
-    "run_spec.json",
-    "scenario.json",
-    "stats.json",
-    "per_instance_stats.json",
-    "scenario_state.json",
-)
 OPTIONAL_FILES = (ENCRYPTION_DATA_FILE,)
 # Fetch order: small files first, side by side, so a missing one fails the run before the
 # large ones are fetched. ``encryption_data.json`` is asked for only when the downloaded
 # ``scenario_state.json`` holds a placeholder: a probe per run (a 404 for all but GPQA/EWoK)
 # cost ~5% of a job's CPU.
 FETCH_PHASES = (
-    ("run_spec.json", "scenario.json", "stats.json"),
-    ("per_instance_stats.json", "scenario_state.json"),
+    (RUN_SPEC_FILE, SCENARIO_FILE, STATS_FILE),
+    (PER_INSTANCE_STATS_FILE, SCENARIO_STATE_FILE),
 )
 FETCH_THREADS = 4
 DEFAULT_PAGE_SIZE = 1000
@@ -427,7 +429,7 @@ class HttpSource:
             wait(futures)
             for future in futures:
                 future.result()
-        if holds_placeholder(run_dir / "scenario_state.json"):
+        if holds_placeholder(run_dir / SCENARIO_STATE_FILE):
             self._fetch_file(ref, ENCRYPTION_DATA_FILE, run_dir, max_file_bytes)
         return run_dir
 

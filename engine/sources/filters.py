@@ -28,11 +28,10 @@ from typing import Any, Protocol, runtime_checkable
 
 from helmproc.engine.errors import ConfigError, RunConversionError
 from helmproc.engine.facts import RunRef
+from helmproc.engine.helm.file_names import RUN_SPEC_FILE, RUN_SPECS_INDEX
 from helmproc.engine.input_files import outside_root, read_input
 from helmproc.engine.safe_paths import unsafe_part
 
-RUN_SPECS_INDEX = "run_specs.json"
-RUN_SPEC_FILE = "run_spec.json"
 # Runs whose specs are read per batch while --limit is not yet reached.
 SPEC_BATCH = 64
 

@@ -55,25 +55,19 @@ from typing import Any, Protocol
 
 from helmproc.engine.errors import ConfigError, RunConversionError, SourceError
 from helmproc.engine.facts import RunRef
+from helmproc.engine.helm.file_names import (
+    NON_RUN_DIRS,
+    RUN_INPUT_FILES,
+    RUN_SPEC_FILE,
+    RUNS_INDEX,
+)
 from helmproc.engine.helm.schema_file import SCHEMA_FILE, HelmSchema, parse_schema
 from helmproc.engine.input_files import check_regular, file_too_large, outside_root, read_input
 from helmproc.engine.safe_paths import name_problem, unsafe_part
 from helmproc.engine.sources.filters import SpecFacts, local_spec_facts
 
-# Directory names HELM writes next to run directories that are not runs.
-NON_RUN_DIRS = frozenset({"eval_cache", "groups"})
-RUNS_INDEX = "runs_to_run_suites.json"
 BENCHMARK_OUTPUT = "benchmark_output"
 DEFAULT_LOCAL_PROJECT = "local"
-# The files converting a run reads: the five helm-run files, and the keys of encrypted runs.
-RUN_INPUT_FILES = (
-    "run_spec.json",
-    "scenario.json",
-    "stats.json",
-    "per_instance_stats.json",
-    "scenario_state.json",
-    "encryption_data.json",
-)
 
 
 class Source(Protocol):
@@ -196,7 +190,7 @@ def newest_release(names: list[str]) -> str:
 
 
 def is_run_dir(path: Path) -> bool:
-    return path.is_dir() and path.name not in NON_RUN_DIRS and (path / "run_spec.json").exists()
+    return path.is_dir() and path.name not in NON_RUN_DIRS and (path / RUN_SPEC_FILE).exists()
 
 
 def project_for_folder(root: str | Path, given: str | None) -> tuple[str, str]:
@@ -497,7 +491,7 @@ def run_name_from_spec(run_dir: Path) -> str | None:
     """The ``name`` recorded in a run's run_spec.json, or None if it cannot be read (then
     the run is planned under its folder's name, and converting it says what is wrong)."""
     try:
-        name = json.loads(read_input(run_dir / "run_spec.json")).get("name")
+        name = json.loads(read_input(run_dir / RUN_SPEC_FILE)).get("name")
     except (OSError, ValueError, AttributeError, RecursionError, RunConversionError):
         return None
     return name if isinstance(name, str) and name else None

@@ -28,11 +28,9 @@ shared across a fork. No credentials are sent; URLs are shown with any user:pass
 from __future__ import annotations
 
 import base64
-import email.utils
 import hashlib
 import json
 import os
-import random
 import re
 import sys
 import tempfile
@@ -52,13 +50,14 @@ import urllib3
 from requests.adapters import HTTPAdapter
 
 from helmproc.engine import stop_waits
+from helmproc.engine.durable import writing
 from helmproc.engine.errors import (
     SourceError,
     TransientError,
     UnreachableError,
-    disk_full_as_error,
     never_connected,
 )
+from helmproc.engine.retry import Backoff, parse_retry_after
 from helmproc.engine.url_secrets import strip_credentials, strip_text
 
 T = TypeVar("T")
@@ -92,10 +91,13 @@ class ClientSettings:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in (data or {}).items() if k in known})
 
+    @property
+    def backoff(self) -> Backoff:
+        return Backoff(self.base_delay_s, self.max_delay_s)
+
     def backoff_s(self, attempt: int) -> float:
-        """Full-jitter exponential delay before attempt ``attempt + 1`` (``attempt`` >= 1)."""
-        ceiling = min(self.max_delay_s, self.base_delay_s * (2 ** (attempt - 1)))
-        return random.uniform(0, ceiling)
+        """The wait after failed attempt ``attempt`` (>= 1): ``retry.Backoff``."""
+        return self.backoff.delay_s(attempt)
 
 
 # -- errors ------------------------------------------------------------------------------------
@@ -203,20 +205,6 @@ def say_retry(line: str) -> None:
 def redact(url: str) -> str:
     """``url`` without credentials (user:password, key or token parameters), for messages."""
     return strip_credentials(url)
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 class BodyCheck:
@@ -371,13 +359,14 @@ class HttpClient:
             n_wire = n_out = 0
             dest.parent.mkdir(parents=True, exist_ok=True)
             try:
-                with disk_full_as_error(part), part.open("wb") as out:
+                with writing(part), part.open("wb") as out:
                     for block in response.raw.stream(STREAM_CHUNK_BYTES, decode_content=False):
                         n_wire += len(block)
                         if check is not None:
                             check.update(block)
                         data = inflater.decompress(block) if inflater else block
-                        out.write(data)
+                        with writing(part):
+                            out.write(data)
                         n_out += len(data)
                         if max_bytes is not None and n_out > max_bytes:
                             raise FileTooLargeError(redact(url), max_bytes, None)

@@ -36,8 +36,8 @@ from helmproc.engine.convert.schemas import (
 )
 from helmproc.engine.errors import RunConversionError
 from helmproc.engine.facts import RunRef
+from helmproc.engine.helm.file_names import REQUIRED_RUN_FILES
 from helmproc.engine.helm.schema_file import parse_schema
-from helmproc.engine.sources.bucket import REQUIRED_FILES
 from tests.fakes.eee_schemas import eee_schema
 
 FIXTURE_ROOT = Path(__file__).resolve().parents[1] / "data" / "benchmark_output"
@@ -1212,7 +1212,7 @@ def test_synthetic_runs_keep_every_score_under_its_key(
 
 # --- property: damaged input fails only with RunConversionError ----------------------------
 
-RUN_FILES = REQUIRED_FILES
+RUN_FILES = REQUIRED_RUN_FILES
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
     lambda children: (

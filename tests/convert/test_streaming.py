@@ -9,9 +9,7 @@ the 1 GB figure is the bench's), and check the tables equal the whole-file path'
 
 from __future__ import annotations
 
-import errno
 import importlib.util
-import itertools
 import json
 import shutil
 import sys
@@ -30,6 +28,7 @@ from hypothesis import strategies as st
 from helmproc.engine.chunks.worker import ChunkSpec, w_process_chunk
 from helmproc.engine.convert import run_index
 from helmproc.engine.convert.converter import ConvertedRun, convert_run
+from helmproc.engine.durable import simulate_disk_full
 from helmproc.engine.errors import DiskFullError, RunConversionError
 from helmproc.engine.facts import RunRef
 from helmproc.engine.helm import array_stream as helm_stream
@@ -434,21 +433,22 @@ def test_a_full_disk_while_spooling_stops_the_chunk_with_the_path(
 ) -> None:
     """ENOSPC writing a big run's spool is the machine's problem, not the run's: the chunk
     fails with ``DiskFullError`` naming the spool file, and the partial spool is removed."""
-    from helmproc.engine.chunks import spool as run_spool
     from helmproc.engine.convert import converter as convert_module
     from helmproc.engine.convert import instance_rows
     monkeypatch.setattr(convert_module, "STREAM_THRESHOLD_BYTES", 0)
     monkeypatch.setattr(instance_rows, "BATCH_BYTES", 128 << 10)
-    real_spool = run_spool._spool
+    writes: dict[Path, int] = {}
 
-    def fills_the_disk(path: Path, tables: Iterator[pa.Table]) -> None:
-        real_spool(path, itertools.islice(tables, 1))  # a partial spool on disk, then:
-        raise OSError(errno.ENOSPC, "No space left on device")
+    def after_one_batch(path: Path) -> bool:
+        """The spool's first batch lands on disk, then the disk is full."""
+        if path.suffix != ".arrow":
+            return False
+        writes[path] = writes.get(path, 0) + 1
+        return writes[path] > 2  # the spool's own block, its first batch, then full
 
-    monkeypatch.setattr(run_spool, "_spool", fills_the_disk)
     source = tmp_path / "source"
     shutil.copytree(large_run, source / "big")
-    with pytest.raises(DiskFullError) as caught:
+    with simulate_disk_full(after_one_batch), pytest.raises(DiskFullError) as caught:
         w_process_chunk(chunk_spec(source, tmp_path, ["big"]))
     assert caught.value.path.endswith(".arrow") and "instances-spool-" in caught.value.path
     assert list(spooled_files(tmp_path)) == []

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import json
 import multiprocessing
 import os
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from helmproc.engine.chunks import shards
+from helmproc.engine.durable import simulate_disk_full
 from helmproc.engine.errors import DiskFullError
 from helmproc.engine.job.executors import LocalExecutor
 from helmproc.engine.job.options import ExecOptions
@@ -150,21 +149,12 @@ def test_disk_full_fails_the_chunk_names_the_path_and_resume_succeeds(
     run_to_end(FIXTURE, tmp_path / "ref", tmp_path / "w0")
     reference = folder_digest(tmp_path / "ref")
 
-    real_write = shards.ShardWriter.write
-    calls = {"n": 0}
-
-    def full_after_a_while(self: shards.ShardWriter, table) -> None:  # type: ignore[no-untyped-def]
-        if self.table == "instances" and "000002" in self.rel_path:
-            with shards.disk_full_as_error(self.temp):
-                raise OSError(errno.ENOSPC, "No space left on device")
-        calls["n"] += 1
-        real_write(self, table)
-
-    monkeypatch.setattr(shards.ShardWriter, "write", full_after_a_while)
     started = start(FIXTURE, tmp_path / "out", tmp_path / "work")
     with started.journal as journal:
         coord = coordinator(started, tmp_path / "out", pool_factory=ForkExecutor)
-        with pytest.raises(DiskFullError) as info:
+        # the disk fills up while chunk 2's instances shard is written (workers are forked)
+        full = simulate_disk_full(lambda path: "instances-000002.parquet" in path.name)
+        with full, pytest.raises(DiskFullError) as info:
             coord.execute()
         assert "disk full at" in str(info.value)
         assert "instances-000002.parquet" in str(info.value)
@@ -175,7 +165,6 @@ def test_disk_full_fails_the_chunk_names_the_path_and_resume_succeeds(
         assert report["done"] is False and report["chunks"]["failed"] == 1
     assert not list(started.paths.staging.rglob("*.tmp-*"))  # no half-written shard left
 
-    monkeypatch.setattr(shards.ShardWriter, "write", real_write)  # space freed
     with Journal.open(started.paths.journal) as journal:
         assert execute_job(journal, ExecOptions(max_workers=1)).to_json()["done"] is True
     assert folder_digest(tmp_path / "out") == reference
@@ -199,20 +188,19 @@ def test_disk_full_while_downloading_stops_the_job_and_resume_succeeds(
             assert execute_job(journal, ExecOptions(max_workers=1)).to_json()["done"]
         reference = folder_digest(tmp_path / "ref")
 
-        real_open = Path.open
+        blocks: dict[Path, int] = {}
 
-        def full_disk_open(self: Path, mode: str = "r", *args, **kw):  # type: ignore[no-untyped-def]
-            handle = real_open(self, mode, *args, **kw)
-            if self.name == "scenario_state.json.part" and "chunk-000002" in str(self):
-                handle.close()
-                raise OSError(errno.ENOSPC, "No space left on device")
-            return handle
+        def mid_download(path: Path) -> bool:
+            """Chunk 2's scenario_state.json: the disk fills up after its first block."""
+            if path.name != "scenario_state.json.part" or "chunk-000002" not in str(path):
+                return False
+            blocks[path] = blocks.get(path, 0) + 1
+            return blocks[path] > 1  # past the download's own block: its first write
 
-        monkeypatch.setattr(Path, "open", full_disk_open)
         started = job(tmp_path / "out", tmp_path / "work")
         with started.journal as journal:
             coord = coordinator(started, tmp_path / "out", pool_factory=ForkExecutor)
-            with pytest.raises(DiskFullError) as info:
+            with simulate_disk_full(mid_download), pytest.raises(DiskFullError) as info:
                 coord.execute()
             assert str(info.value).startswith("disk full at ")
             assert str(info.value).endswith("scenario_state.json.part")
@@ -220,7 +208,6 @@ def test_disk_full_while_downloading_stops_the_job_and_resume_succeeds(
             assert [e["chunk_id"] for e in failed] == [2]
         assert not list(started.paths.scratch.rglob("*.part"))  # the half download is gone
 
-        monkeypatch.setattr(Path, "open", real_open)  # space freed
         with Journal.open(started.paths.journal) as journal:
             assert execute_job(journal, ExecOptions(max_workers=1)).to_json()["done"] is True
     assert folder_digest(tmp_path / "out") == reference

@@ -61,9 +61,16 @@ class Sleeps(list[float]):
         self.append(seconds)
 
 
+def no_jitter() -> float:
+    return 1.0
+
+
 def make_publisher(hub: FakeHub, sleeps: Sleeps | None = None, **kw) -> HubPublisher:
     sleep = sleeps if sleeps is not None else Sleeps()
-    policy = RetryPolicy(base_delay_s=0.01, quota_wait_s=QUOTA_WAIT_S, sleep=sleep)
+    # jitter pinned to 1: each backoff is its ceiling, so the expected sleeps are exact
+    policy = RetryPolicy(
+        base_delay_s=0.01, quota_wait_s=QUOTA_WAIT_S, sleep=sleep, jitter=no_jitter
+    )
     kw.setdefault("retry", policy)
     return HubPublisher(kw.pop("repo_id", REPO), endpoint=hub.url, **kw)
 
@@ -378,7 +385,8 @@ def test_retries_give_up_with_a_clear_error(hub_env: FakeHub, staged) -> None:
     hub = hub_env
     staging, shards = staged
     sleeps = Sleeps()
-    pub = make_publisher(hub, retry=RetryPolicy(max_attempts=3, base_delay_s=1, sleep=sleeps))
+    policy = RetryPolicy(max_attempts=3, base_delay_s=1, sleep=sleeps, jitter=no_jitter)
+    pub = make_publisher(hub, retry=policy)
     for nth in (1, 2, 3):
         hub.fail("commit", nth, 503)
     with pytest.raises(HubUnavailableError) as info:

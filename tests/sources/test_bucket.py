@@ -32,13 +32,14 @@ from helmproc.engine.errors import (
     UnreachableError,
     WaitInterrupted,
 )
+from helmproc.engine.helm.file_names import REQUIRED_RUN_FILES, RUNS_INDEX
 from helmproc.engine.job.options import ExecOptions
 from helmproc.engine.job.start import execute_job, start_job
 from helmproc.engine.publish.folder import DirPublisher
 from helmproc.engine.sources import http_client
-from helmproc.engine.sources.bucket import REQUIRED_FILES, HttpSource, quote_name
+from helmproc.engine.sources.bucket import HttpSource, quote_name
 from helmproc.engine.sources.filters import FilteredSource, RunFilters
-from helmproc.engine.sources.folder import RUNS_INDEX, DirSource, Source
+from helmproc.engine.sources.folder import DirSource, Source
 from helmproc.engine.sources.http_client import (
     BodyCheck,
     ClientSettings,
@@ -90,7 +91,7 @@ def ref_of(source: HttpSource, run_name: str = RUN):
 
 
 def assert_same_files(fetched: Path, original: Path) -> None:
-    for name in REQUIRED_FILES:
+    for name in REQUIRED_RUN_FILES:
         assert (fetched / name).read_bytes() == (original / name).read_bytes(), name
 
 
