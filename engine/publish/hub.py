@@ -490,10 +490,16 @@ class HubPublisher:
         out: dict[str, str | None] = {}
         for fact in shards:
             entry = entries.get(fact.path)
-            out[fact.path] = shard_problem(
-                fact,
-                None if entry is None else entry.size,
-                lambda entry=entry: self._remote_sha256(entry),
-                lambda entry=entry, fact=fact: self._remote_row_count(fact.path, entry.size),
-            )
+            out[fact.path] = self._shard_problem(fact, entry)
         return out
+
+    def _shard_problem(self, fact: ShardFact, entry: Any) -> str | None:
+        """``shard_problem`` of the repo's copy (``entry``: its RepoFile, None if absent)."""
+        if entry is None:
+            return shard_problem(fact, None, lambda: "")
+        return shard_problem(
+            fact,
+            entry.size,
+            lambda: self._remote_sha256(entry),
+            lambda: self._remote_row_count(fact.path, entry.size),
+        )
