@@ -15,21 +15,17 @@ from pathlib import Path
 
 import pytest
 
-from helmproc.engine import (
-    DirPublisher,
-    DirSource,
-    HttpSource,
-    HubPublisher,
-    Publisher,
-    Source,
-    publisher_from_config,
-    source_from_config,
-    start_job,
-)
 from helmproc.engine.chunks.worker import w_process_chunk
 from helmproc.engine.errors import RunConversionError
 from helmproc.engine.facts import ShardFact
 from helmproc.engine.helm.file_names import REQUIRED_RUN_FILES, RUNS_INDEX
+from helmproc.engine.job.start import start_job
+from helmproc.engine.publish.folder import DirPublisher, Publisher
+from helmproc.engine.publish.hub import HubPublisher
+from helmproc.engine.publish.registry import publisher_from_config
+from helmproc.engine.sources.bucket import HttpSource
+from helmproc.engine.sources.folder import DirSource, Source
+from helmproc.engine.sources.registry import source_from_config
 from tests.fakes.bucket_server import BucketServer
 from tests.fakes.fake_hub import fake_hub_fixture, hub_env_fixture  # noqa: F401  (fixtures)
 from tests.fakes.jobkit import FIXED_EPOCH, FIXTURE, coordinator
