@@ -43,7 +43,7 @@ robustness and fairness perturbations HELM classic applies), each its own reques
 ``instance.perturbation`` and ``contrast_inputs``, and its own per-instance entry with the
 perturbation in every stat name. ``--big-mb N`` adds one run of a chain-of-thought kind with
 ``top_logprobs`` whose ``scenario_state.json`` grows until it holds at least N MB (HELM
-classic's ``msmarco:track=regular`` run wrote a 4.2 GB one, helm-format.md section 4).
+classic's ``msmarco:track=regular`` run wrote a 4.2 GB one).
 
 Profiles (per model; ``--models`` sets how many; ``--instance-scale`` scales every count,
 clamped to 10..20,000; instance counts are HELM's ``max_eval_instances`` or the test split):

@@ -2,7 +2,7 @@
 
 A chunk's ``instances`` shard must never hold part of a run: a run that fails midway is a
 ``failed`` outcome with no rows. Most runs are one batch (``instance_rows.BATCH_BYTES`` of
-estimated rows), kept in memory as before. A run with more batches is spooled, batch by
+estimated rows), kept in memory. A run with more batches is spooled, batch by
 batch, to a file in the chunk's scratch folder while it converts; only when the batch
 iterator is exhausted are the batches copied into the shard, read back one at a time. So
 memory stays at about one batch whatever the run's size, and a failure while converting

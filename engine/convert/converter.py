@@ -101,7 +101,6 @@ class ConvertedRun:
     method: str
     n_instances: int
     n_rows: int
-    streamed: bool  # whether either big file took the streaming path
     metric_source: str  # what decided the kept metrics (``MetricSelection.description``)
     _batches: Callable[[], Iterator[pa.Table]] = field(repr=False, compare=False)
 
@@ -209,7 +208,6 @@ def convert_run(
         method=adapter.method or "unknown",
         n_instances=n_instances,
         n_rows=n_rows,
-        streamed=stream_entries or stream_states,
         metric_source=selection.description,
         _batches=functools.partial(instance_batches, plan, states, decryptor, facts, batch_bytes),
     )

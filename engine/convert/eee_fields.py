@@ -3,7 +3,7 @@
 No I/O, no state: every function maps HELM facts (metric names, run_spec fields, prompts) to
 the EEE value, so the converter and a later ``export-eee`` agree by calling the same rule.
 
-Rules (sources: ``docs/eee-mapping.md``):
+Rules (EEE 0.3.0's record shapes applied to HELM's stats):
 
 - **Core metrics.** Stats whose name starts with one of :data:`CORE_METRIC_PREFIXES` always
   become EEE results and instance rows (a prefix test: ``exact_match@5`` and

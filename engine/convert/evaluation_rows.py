@@ -17,8 +17,8 @@ Rows are sorted by evaluation_result_id. ``num_samples`` is the number of distin
 with rows under that id (else under the unperturbed id, else stats.json ``num_instances`` for
 the split, else ``samples_number``, the distinct instance ids of scenario_state.json; null
 for a sub-split result); ``source_data.sample_ids`` lists those instance ids;
-``generation_config`` comes from request_states[0] (else the adapter spec), as in
-``docs/eee-mapping.md``. Pure: nothing is written.
+``generation_config`` comes from request_states[0] (else the adapter spec). Pure: nothing is
+written.
 """
 
 from __future__ import annotations

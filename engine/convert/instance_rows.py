@@ -10,7 +10,7 @@ an indicator metric's maximum, null for continuous metrics). Each row carries th
 score, so perturbed copies (each perturbation variant under its whole description) and extra
 train trials keep their own scores.
 
-Row fields follow ``docs/eee-mapping.md``: input.raw is the request prompt, output.raw the
+Row fields (EEE's instance-level record): input.raw is the request prompt, output.raw the
 completions, reasoning_trace their ``thinking`` texts, token_usage the entry's stat sums
 (``num_prompt_tokens``, ``num_output_tokens``; total = prompt + ``num_completion_tokens``;
 reasoning = completion - output when positive and the request did not echo its prompt),

@@ -4,11 +4,11 @@ How it works. A table (``instances``, ``evaluations``, ``runs``) is every ``*.pa
 under ``<dataset>/<table>/`` (any depth; stray ``*.tmp-*`` files of interrupted writes do not
 end in ``.parquet`` and are ignored). :class:`TableIndex` reads only the Parquet footers and,
 for each row group, the min/max statistics of the run identity columns (``helm_project``,
-``helm_suite``, ``helm_run``). The shard writer writes each run's rows as their own row
-groups, so nearly every row group has min == max for all three: it is filed under that run
-and read without filtering. A row group holding several runs, or without statistics, is kept
-in a short "mixed" list; a run reads each mixed row group whose ranges could contain it and
-keeps only its own rows.
+``helm_suite``, ``helm_run``). A row group with min == max for all three (a big run's rows,
+or a chunk of one run) is filed under that run and read without filtering. The shard writer
+coalesces small runs into shared row groups (``chunks/shards.py``), so a row group may hold
+several runs; such a row group, or one without statistics, is kept in a "mixed" list, and a
+run reads each mixed row group whose ranges could contain it and keeps only its own rows.
 
 So the memory of reading one run is one Arrow record batch (:data:`BATCH_ROWS` rows) plus
 the index (one small record per row group; parsed footers are not kept), whatever the

@@ -1,7 +1,7 @@
 """Where an exported run goes in the EEE datastore: its file uuid and its three path parts.
 
 Pure functions, no I/O. The layout is ``data/<collection>/<developer>/<model>/<uuid>.json``
-plus ``<uuid>_samples.jsonl`` (``docs/eee-mapping.md``, "Layout").
+plus ``<uuid>_samples.jsonl``, the layout of EEE's datastore.
 
 - **File uuid.** EEE wants a version-4 uuid per file pair; it draws a random one per
   conversion, so its file names change on every run. helmproc derives it instead: the first

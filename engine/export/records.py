@@ -7,7 +7,7 @@ bytes they are written as. No I/O, so the same rows always give the same bytes.
 - **Aggregate** (``EvaluationLog``): run-level fields from the run's first evaluation row,
   one ``evaluation_results`` item per evaluation row in table order. Written like EEE writes
   it: ``None`` values left out (``exclude_none``), ``indent=2``, UTF-8 (no ASCII escaping),
-  with a final newline. ``source_metadata`` carries the constants of ``docs/eee-mapping.md``
+  with a final newline. ``source_metadata`` carries helmproc's constant source description
   plus the HELM provenance (project, release, suite, run) in its ``additional_details``, the
   only place that tells MMLU-style runs with equal ``evaluation_id`` apart.
   ``model_info.inference_platform`` is the run's model deployment before its ``/``.

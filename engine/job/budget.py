@@ -15,10 +15,13 @@ never smaller. So the default meter samples RSS first and reads USS only when th
 say a chunk does not fit or a worker is over: every RSS term bounds its USS term from above,
 so the decisions are exactly those USS alone would give.
 
-Estimates learn from measurements: each finished chunk reports its worker's peak and the input
-bytes of its largest run, and the estimate for the next chunk is a worker's baseline plus the
-largest observed peak-per-input-byte ratio times the chunk's largest run (or, without sizes,
-the largest peak seen). Nothing here is persisted; after a crash the estimates start afresh.
+Estimates learn from measurements: each finished chunk reports its worker's peak (``learn``).
+What runs today: the coordinator admits every chunk with ``estimate(None)``, the largest
+worker peak seen so far (``INITIAL_CHUNK_ESTIMATE`` before the first chunk finishes), because
+a chunk's input sizes are not known before its worker downloads it. ``estimate`` can also
+scale by input size (a worker's baseline plus the largest observed peak-per-input-byte ratio
+times the chunk's largest run), but no caller passes a size yet. Nothing here is persisted;
+after a crash the estimates start afresh.
 """
 
 from __future__ import annotations

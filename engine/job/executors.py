@@ -142,9 +142,6 @@ class DaskExecutor:
             raise ConfigError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
         self.executor = self.client.get_executor(pure=False)
 
-    def worker_threads(self) -> int:
-        return max(1, sum(self.client.nthreads().values()))
-
     def submit(self, spec: ChunkSpec) -> Future[Any]:
         future: Future[Any] = self.executor.submit(w_process_chunk_remote, spec)
         return future

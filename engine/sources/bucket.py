@@ -1,6 +1,6 @@
 """``HttpSource``: HELM runs in a GCS bucket over HTTP (default: the public ``crfm-helm-public``).
 
-Layout (``../shared/docs/helm-format.md`` section 5): project ``P`` lives at
+Layout of the public bucket: project ``P`` lives at
 ``<bucket>/P/benchmark_output/``; Classic also at the bucket root ``benchmark_output/`` (older
 tools) and both are tried, ``classic/`` first. ``base_url`` is ``scheme://host/<bucket>``,
 optionally followed by an object prefix; a prefix ending in ``benchmark_output`` is the

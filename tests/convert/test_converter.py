@@ -44,7 +44,7 @@ FIXTURE_ROOT = Path(__file__).resolve().parents[1] / "data" / "benchmark_output"
 REAL_RUN_DIRS = sorted(p.parent for p in FIXTURE_ROOT.glob("runs/*/*/run_spec.json"))
 JOB_TIMESTAMP = "1800000000"
 
-# Written out again from docs/eee-mapping.md, independently of eee_fields.
+# EEE's core metrics, written out again independently of eee_fields.
 CORE_PREFIXES = (
     "exact_match", "quasi_exact_match", "prefix_exact_match", "quasi_prefix_exact_match",
     "classification_micro_f1", "classification_macro_f1", "f1_score", "rouge_l", "bleu_",

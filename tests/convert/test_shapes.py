@@ -3,7 +3,7 @@
 The fixtures (crfm-helm 0.5.16 output) only hold the modern shape: ``{text}`` inputs,
 ``model_deployment``, successful results, no annotations, thinking, media, encryption or
 sub-splits. Each test here copies a real run and edits it into one older or rarer shape
-(helm-format.md sections 2 and 7), then checks the rows against the unedited run or against
+(HELM's output format), then checks the rows against the unedited run or against
 the HELM JSON itself. Every test runs twice: with the files decoded whole, and streamed
 element by element (threshold 0, small batches) - both paths must read every shape.
 """

@@ -97,7 +97,8 @@ def compact_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def assert_same_run(streamed: ConvertedRun, whole: ConvertedRun) -> None:
-    assert streamed.streamed and not whole.streamed
+    """``streamed`` came from ``convert(..., True)`` (threshold 0: every file streams), ``whole``
+    from ``convert(..., False)`` (threshold 1 TiB: every file decodes whole)."""
     assert streamed.instances.equals(whole.instances)
     assert streamed.evaluations.equals(whole.evaluations)
     assert (streamed.n_instances, streamed.n_rows) == (whole.n_instances, whole.n_rows)

@@ -3,7 +3,7 @@
 The dataset is the fixture output of ``helmproc run`` (a real subprocess, once per session).
 Expected values are read from the dataset's Parquet tables with pyarrow and checked against
 EEE's JSON Schemas from the ``every-eval-ever`` package (``eee_schemas`` tests); the rules
-(uuid, layout) are restated here from ``docs/eee-mapping.md`` and the module docstrings.
+(uuid, layout) are restated here from the module docstrings.
 Variants of the dataset (runs split across mixed row groups, no statistics, a run published
 twice, damaged values) are built by rewriting its Parquet files.
 """
@@ -445,7 +445,7 @@ RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)),
 
 
 def eee_accepts(component: str) -> bool:
-    """EEE's path rules for one collection/developer/model component (eee-mapping.md)."""
+    """EEE's path rules for one collection/developer/model component."""
     return (
         component not in ("", ".", "..", "data")
         and component.lower() != "unknown"
@@ -457,7 +457,7 @@ def eee_accepts(component: str) -> bool:
 
 
 def eee_folder(model_id: str, developer: str | None) -> tuple[str, str]:
-    """Where EEE files a model id: (developer, model), per eee-mapping.md's layout rules."""
+    """Where EEE files a model id: (developer, model), per EEE's layout rules."""
     parts = [p.strip().replace(":", "_") for p in model_id.strip().split("/")]
     assert all(eee_accepts(p) for p in parts), f"EEE refuses {model_id!r}"
     if len(parts) == 1:

@@ -4,10 +4,10 @@ How it works: ``FakeHub`` runs a ``ThreadingHTTPServer`` on 127.0.0.1 (port 0) a
 repo in memory: branches, the full commit history (each commit is a snapshot path -> entry),
 file contents by sha256, and the LFS objects uploaded so far. It speaks HTTP/1.1 with a
 Content-Length on every reply and accepts chunked request bodies. The routes are the ones
-huggingface_hub 2.4 calls for datasets with ``HF_HUB_DISABLE_XET=1``
-(``/work/shared/docs/hub-protocol.md`` section 10): repo create, validate-yaml, repo info /
-revision, branch create, preupload, LFS batch + basic/multipart PUT + verify, NDJSON commit,
-tree listing (paginated by ``Link``), paths-info and resolve (HEAD and ranged GET).
+huggingface_hub 2.4 calls for datasets with ``HF_HUB_DISABLE_XET=1``: repo create,
+validate-yaml, repo info / revision, branch create, preupload, LFS batch + basic/multipart
+PUT + verify, NDJSON commit, tree listing (paginated by ``Link``), paths-info and resolve
+(HEAD and ranged GET).
 
 What it enforces like the Hub: a write needs ``Authorization: Bearer <token>``; a commit with a
 stale ``parentCommit`` is refused with 412; an ``lfsFile`` must name an uploaded object; a
