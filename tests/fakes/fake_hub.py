@@ -57,7 +57,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import pytest
@@ -182,7 +182,9 @@ class FakeHub:
         self._salt = os.urandom(8).hex()  # commit oids differ between two fake Hubs
         self._conns: set[socket.socket] = set()
         self.stopped = False
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self.server = ThreadingHTTPServer(
+            ("127.0.0.1", 0), type("BoundHubRequestHandler", (HubRequestHandler,), {"hub": self})
+        )
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -387,456 +389,459 @@ class _DropConnection(Exception):
     pass
 
 
-def _handler_for(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        server_version = "FakeHub/1.0"
-        disable_nagle_algorithm = True  # headers and body go out in separate writes
+class HubRequestHandler(BaseHTTPRequestHandler):
+    """One HTTP exchange with the fake Hub: ``_dispatch`` finds the route, applies the faults
+    armed for it, checks the token of a write, and calls the route's handler ``r_<route>``
+    (one method per route below), which returns a ``Reply``. ``hub`` is the ``FakeHub`` it
+    serves (set on a subclass by ``FakeHub.start``)."""
 
-        def log_message(self, format: str, *args: Any) -> None:  # quiet
-            pass
+    hub: ClassVar[FakeHub]
+    protocol_version = "HTTP/1.1"
+    server_version = "FakeHub/1.0"
+    disable_nagle_algorithm = True  # headers and body go out in separate writes
 
-        def setup(self) -> None:
-            super().setup()
-            with hub.lock:
-                hub._conns.add(self.connection)
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
+        pass
 
-        def finish(self) -> None:
-            with hub.lock:
-                hub._conns.discard(self.connection)
-            super().finish()
+    def setup(self) -> None:
+        super().setup()
+        with self.hub.lock:
+            self.hub._conns.add(self.connection)
 
-        def do_GET(self) -> None:
-            self._dispatch("GET")
+    def finish(self) -> None:
+        with self.hub.lock:
+            self.hub._conns.discard(self.connection)
+        super().finish()
 
-        def do_HEAD(self) -> None:
-            self._dispatch("HEAD")
+    def do_GET(self) -> None:
+        self._dispatch("GET")
 
-        def do_POST(self) -> None:
-            self._dispatch("POST")
+    def do_HEAD(self) -> None:
+        self._dispatch("HEAD")
 
-        def do_PUT(self) -> None:
-            self._dispatch("PUT")
+    def do_POST(self) -> None:
+        self._dispatch("POST")
 
-        # -- plumbing --------------------------------------------------------------------
-        def _body(self) -> bytes:
-            if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-                out = bytearray()
-                while True:
-                    size_line = self.rfile.readline().strip().split(b";")[0]
-                    size = int(size_line or b"0", 16)
-                    if size == 0:
-                        while self.rfile.readline().strip():
-                            pass
-                        return bytes(out)
-                    out += self.rfile.read(size)
-                    self.rfile.readline()
-            length = int(self.headers.get("Content-Length") or 0)
-            return self.rfile.read(length) if length else b""
+    def do_PUT(self) -> None:
+        self._dispatch("PUT")
 
-        def _authorized(self) -> bool:
-            return self.headers.get("Authorization", "") == f"Bearer {hub.token}"
+    # -- plumbing --------------------------------------------------------------------
+    def _body(self) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            out = bytearray()
+            while True:
+                size_line = self.rfile.readline().strip().split(b";")[0]
+                size = int(size_line or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline().strip():
+                        pass
+                    return bytes(out)
+                out += self.rfile.read(size)
+                self.rfile.readline()
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
 
-        def _dispatch(self, method: str) -> None:
-            if hub.stopped:
-                self.close_connection = True
-                return
-            split = urlsplit(self.path)
-            route, match = "unknown", None
-            for m, name, rx in ROUTES:
-                if m == method and (found := rx.match(split.path)):
-                    route, match = name, found
-                    break
-            body = self._body()
-            query = {k: v[-1] for k, v in parse_qs(split.query).items()}
-            with hub.lock:
-                hub.counts[route] += 1
-                faults = hub._faults_for(route, hub.counts[route])
-            reply: Reply
-            try:
-                for fault in faults:
-                    if fault.action == "drop":
-                        raise _DropConnection
-                    if fault.action == "foreign_commit" and match is not None:
-                        with hub.lock:
-                            repo = hub.repos[f"{match['ns']}/{match['name']}"]
-                            hub._apply_commit(
-                                repo, unquote(match["rev"]), "someone else", "",
-                                {f"other/{hub.counts[route]}.txt": b"not ours"}, {}, [], "other",
-                            )
-                status_fault = next((f for f in faults if f.action == "status"), None)
-                if status_fault is not None:
-                    text = status_fault.body or f"injected {status_fault.status}"
-                    reply = json_reply({"error": text}, status_fault.status, status_fault.headers)
-                    reply.headers.setdefault("X-Error-Message", text)
-                elif match is None:
-                    reply = json_reply({"error": f"no route {method} {split.path}"}, 404)
-                elif route in WRITE_ROUTES and not self._authorized():
-                    reply = json_reply(
-                        {"error": "Invalid credentials in Authorization header"},
-                        401,
-                        {"X-Error-Message": "Invalid credentials in Authorization header"},
-                    )
-                else:
-                    reply = getattr(self, "r_" + route.replace("-", "_"))(match, query, body)
-                if any(f.action == "lose_response" for f in faults):
+    def _authorized(self) -> bool:
+        return self.headers.get("Authorization", "") == f"Bearer {self.hub.token}"
+
+    def _dispatch(self, method: str) -> None:
+        if self.hub.stopped:
+            self.close_connection = True
+            return
+        split = urlsplit(self.path)
+        route, match = "unknown", None
+        for m, name, rx in ROUTES:
+            if m == method and (found := rx.match(split.path)):
+                route, match = name, found
+                break
+        body = self._body()
+        query = {k: v[-1] for k, v in parse_qs(split.query).items()}
+        with self.hub.lock:
+            self.hub.counts[route] += 1
+            faults = self.hub._faults_for(route, self.hub.counts[route])
+        reply: Reply
+        try:
+            for fault in faults:
+                if fault.action == "drop":
                     raise _DropConnection
-            except _DropConnection:
-                with hub.lock:
-                    hub.calls.append((method, route, split.path, 0))
-                self.close_connection = True
-                return
-            except HubError as exc:
-                headers = {"X-Error-Message": exc.message}
-                if exc.code:
-                    headers["X-Error-Code"] = exc.code
-                reply = json_reply({"error": exc.message}, exc.status, headers)
-            with hub.lock:
-                hub.calls.append((method, route, split.path, reply.status))
-            self.send_response(reply.status)
-            self.send_header("Content-Type", reply.content_type)
-            for key, value in reply.headers.items():
-                self.send_header(key, value)
-            if "Content-Length" not in reply.headers:
-                self.send_header("Content-Length", str(len(reply.body)))
-            self.end_headers()
-            if method != "HEAD":
-                self.wfile.write(reply.body)
+                if fault.action == "foreign_commit" and match is not None:
+                    with self.hub.lock:
+                        repo = self.hub.repos[f"{match['ns']}/{match['name']}"]
+                        self.hub._apply_commit(
+                            repo, unquote(match["rev"]), "someone else", "",
+                            {f"other/{self.hub.counts[route]}.txt": b"not ours"}, {}, [], "other",
+                        )
+            status_fault = next((f for f in faults if f.action == "status"), None)
+            if status_fault is not None:
+                text = status_fault.body or f"injected {status_fault.status}"
+                reply = json_reply({"error": text}, status_fault.status, status_fault.headers)
+                reply.headers.setdefault("X-Error-Message", text)
+            elif match is None:
+                reply = json_reply({"error": f"no route {method} {split.path}"}, 404)
+            elif route in WRITE_ROUTES and not self._authorized():
+                reply = json_reply(
+                    {"error": "Invalid credentials in Authorization header"},
+                    401,
+                    {"X-Error-Message": "Invalid credentials in Authorization header"},
+                )
+            else:
+                reply = getattr(self, "r_" + route.replace("-", "_"))(match, query, body)
+            if any(f.action == "lose_response" for f in faults):
+                raise _DropConnection
+        except _DropConnection:
+            with self.hub.lock:
+                self.hub.calls.append((method, route, split.path, 0))
+            self.close_connection = True
+            return
+        except HubError as exc:
+            headers = {"X-Error-Message": exc.message}
+            if exc.code:
+                headers["X-Error-Code"] = exc.code
+            reply = json_reply({"error": exc.message}, exc.status, headers)
+        with self.hub.lock:
+            self.hub.calls.append((method, route, split.path, reply.status))
+        self.send_response(reply.status)
+        self.send_header("Content-Type", reply.content_type)
+        for key, value in reply.headers.items():
+            self.send_header(key, value)
+        if "Content-Length" not in reply.headers:
+            self.send_header("Content-Length", str(len(reply.body)))
+        self.end_headers()
+        if method != "HEAD":
+            self.wfile.write(reply.body)
 
-        # -- helpers ---------------------------------------------------------------------
-        def _repo(self, match: re.Match[str], *, signed: bool = False) -> Repo:
-            """The repo named in the URL; private ones need the token unless the URL is one
-            the fake handed out itself (upload hrefs, which the client calls without auth)."""
-            repo_id = f"{match['ns']}/{match['name']}"
-            repo = hub.repos.get(repo_id)
-            if repo is None or (repo.private and not signed and not self._authorized()):
-                raise HubError(404, f"Repository Not Found: {repo_id}", "RepoNotFound")
-            return repo
+    # -- helpers ---------------------------------------------------------------------
+    def _repo(self, match: re.Match[str], *, signed: bool = False) -> Repo:
+        """The repo named in the URL; private ones need the token unless the URL is one
+        the fake handed out itself (upload hrefs, which the client calls without auth)."""
+        repo_id = f"{match['ns']}/{match['name']}"
+        repo = self.hub.repos.get(repo_id)
+        if repo is None or (repo.private and not signed and not self._authorized()):
+            raise HubError(404, f"Repository Not Found: {repo_id}", "RepoNotFound")
+        return repo
 
-        def _commit_at(self, repo: Repo, rev: str | None) -> Commit:
-            head = repo.head(unquote(rev or "main"))
-            if head is None:
-                raise HubError(404, f"Invalid rev id: {rev}", "RevisionNotFound")
-            return head
+    def _commit_at(self, repo: Repo, rev: str | None) -> Commit:
+        head = repo.head(unquote(rev or "main"))
+        if head is None:
+            raise HubError(404, f"Invalid rev id: {rev}", "RevisionNotFound")
+        return head
 
-        def _file_json(self, entry: Entry, expand: bool) -> dict[str, Any]:
-            data: dict[str, Any] = {
-                "type": "file",
-                "oid": entry.git_oid,
-                "size": entry.size,
-                "path": entry.path,
-            }
-            if entry.lfs:
-                pointer = lfs_pointer(entry.sha256, entry.size)
-                data["lfs"] = {"oid": entry.sha256, "size": entry.size, "pointerSize": len(pointer)}
-            if expand:
-                data["lastCommit"] = {"id": entry.last_commit, "title": "", "date": now_iso()}
-            return data
+    def _file_json(self, entry: Entry, expand: bool) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "type": "file",
+            "oid": entry.git_oid,
+            "size": entry.size,
+            "path": entry.path,
+        }
+        if entry.lfs:
+            pointer = lfs_pointer(entry.sha256, entry.size)
+            data["lfs"] = {"oid": entry.sha256, "size": entry.size, "pointerSize": len(pointer)}
+        if expand:
+            data["lastCommit"] = {"id": entry.last_commit, "title": "", "date": now_iso()}
+        return data
 
 
-        def _folder_json(self, path: str) -> dict[str, Any]:
-            oid = hashlib.sha1(path.encode()).hexdigest()
-            return {"type": "directory", "oid": oid, "path": path}
+    def _folder_json(self, path: str) -> dict[str, Any]:
+        oid = hashlib.sha1(path.encode()).hexdigest()
+        return {"type": "directory", "oid": oid, "path": path}
 
-        # -- routes ----------------------------------------------------------------------
-        def r_create(self, match: Any, query: dict[str, str], body: bytes) -> Reply:
-            payload = json.loads(body or b"{}")
-            if payload.get("type") != "dataset":
-                raise HubError(400, "this fake only hosts dataset repos")
-            repo_id = f"{payload.get('organization') or 'user'}/{payload['name']}"
-            url = f"{hub.url}/datasets/{repo_id}"
-            with hub.lock:
-                if repo_id in hub.repos:
-                    return json_reply(
-                        {"error": "You already created this dataset repo", "url": url}, 409
-                    )
-                private = payload.get("private") or payload.get("visibility") == "private"
-                hub.create_repo(repo_id, bool(private))
-            return json_reply({"url": url, "name": repo_id, "id": repo_id})
-
-        def r_validate_yaml(self, match: Any, query: dict[str, str], body: bytes) -> Reply:
-            return json_reply({"errors": [], "warnings": []})
-
-        def r_agent_harnesses(self, match: Any, query: dict[str, str], body: bytes) -> Reply:
-            return json_reply({"error": "not here"}, 404)
-
-        def r_xet_token(self, match: Any, query: dict[str, str], body: bytes) -> Reply:
-            if hub.xet_dir is None:
-                return json_reply({"error": "this fake has no Xet storage"}, 404)
-            cas = f"local://{hub.xet_dir}"
-            exp = int(time.time()) + 3600
-            headers = {
-                "X-Xet-Cas-Url": cas,
-                "X-Xet-Access-Token": "xet-local",
-                "X-Xet-Token-Expiration": str(exp),
-            }
-            return json_reply({"casUrl": cas, "accessToken": "xet-local", "exp": exp}, 200, headers)
-
-        def r_repo_info(self, match: Any, query: dict[str, str], body: bytes) -> Reply:
-            with hub.lock:
-                repo = self._repo(match)
-                head = self._commit_at(repo, match["rev"])
-                blobs = query.get("blobs") == "true"
-                siblings = []
-                for path in sorted(head.files):
-                    item: dict[str, Any] = {"rfilename": path}
-                    if blobs:
-                        entry = head.files[path]
-                        item["size"] = entry.size
-                        if entry.lfs:
-                            item["lfs"] = {"sha256": entry.sha256, "size": entry.size}
-                    siblings.append(item)
+    # -- routes ----------------------------------------------------------------------
+    def r_create(self, match: Any, query: dict[str, str], body: bytes) -> Reply:
+        payload = json.loads(body or b"{}")
+        if payload.get("type") != "dataset":
+            raise HubError(400, "this fake only hosts dataset repos")
+        repo_id = f"{payload.get('organization') or 'user'}/{payload['name']}"
+        url = f"{self.hub.url}/datasets/{repo_id}"
+        with self.hub.lock:
+            if repo_id in self.hub.repos:
                 return json_reply(
-                    {
-                        "_id": hashlib.sha1(repo.repo_id.encode()).hexdigest()[:24],
-                        "id": repo.repo_id,
-                        "author": repo.repo_id.split("/")[0],
-                        "sha": head.oid,
-                        "private": repo.private,
-                        "disabled": False,
-                        "gated": False,
-                        "downloads": 0,
-                        "likes": 0,
-                        "tags": [],
-                        "createdAt": repo.created_at,
-                        "lastModified": head.date,
-                        "siblings": siblings,
-                    }
+                    {"error": "You already created this dataset repo", "url": url}, 409
                 )
+            private = payload.get("private") or payload.get("visibility") == "private"
+            self.hub.create_repo(repo_id, bool(private))
+        return json_reply({"url": url, "name": repo_id, "id": repo_id})
 
-        def r_branch(self, match: Any, query: dict[str, str], body: bytes) -> Reply:
-            payload = json.loads(body or b"{}")
-            with hub.lock:
-                repo = self._repo(match)
-                branch = unquote(match["rev"])
-                if branch in repo.branches:
-                    raise HubError(409, f"Branch {branch} already exists")
-                start = self._commit_at(repo, payload.get("startingPoint") or "main")
-                repo.branches[branch] = start.oid
-            return json_reply({})
+    def r_validate_yaml(self, match: Any, query: dict[str, str], body: bytes) -> Reply:
+        return json_reply({"errors": [], "warnings": []})
 
-        def r_preupload(self, match: Any, query: dict[str, str], body: bytes) -> Reply:
-            payload = json.loads(body)
-            with hub.lock:
-                repo = self._repo(match)
-                head = repo.head(unquote(match["rev"]))
-                out = []
-                for item in payload["files"]:
-                    hub.preuploads[item["path"]] += 1
-                    sample = base64.b64decode(item.get("sample", ""))
-                    mode = hub.upload_mode(repo, head, item["path"], item["size"], sample)
-                    info: dict[str, Any] = {
-                        "path": item["path"],
-                        "uploadMode": mode,
-                        "shouldIgnore": False,
-                    }
-                    existing = head.files.get(item["path"]) if head else None
-                    if existing is not None:
-                        info["oid"] = existing.preupload_oid
-                    out.append(info)
-            return json_reply({"files": out})
+    def r_agent_harnesses(self, match: Any, query: dict[str, str], body: bytes) -> Reply:
+        return json_reply({"error": "not here"}, 404)
 
-        def r_lfs_batch(self, match: Any, query: dict[str, str], body: bytes) -> Reply:
-            payload = json.loads(body)
-            base = f"{hub.url}/_lfs/{match['ns']}/{match['name']}"
-            objects = []
-            with hub.lock:
-                repo = self._repo(match)
-                for obj in payload["objects"]:
-                    oid, size = obj["oid"], obj["size"]
-                    if oid in repo.lfs_objects:
-                        objects.append({"oid": oid, "size": size})
-                        continue
-                    verify = {"href": f"{base}/{oid}/verify"}
-                    if size >= hub.multipart_threshold and "multipart" in payload["transfers"]:
-                        n_parts = -(-size // hub.multipart_chunk)
-                        header = {"chunk_size": str(hub.multipart_chunk)}
-                        for i in range(1, n_parts + 1):
-                            header[f"{i:05d}"] = f"{base}/{oid}/part/{i}"
-                        upload = {"href": f"{base}/{oid}/complete", "header": header}
-                    else:
-                        upload = {"href": f"{base}/{oid}"}
-                    objects.append(
-                        {"oid": oid, "size": size, "actions": {"upload": upload, "verify": verify}}
-                    )
-            reply = json_reply({"transfer": "basic", "objects": objects})
-            reply.content_type = "application/vnd.git-lfs+json"
-            return reply
+    def r_xet_token(self, match: Any, query: dict[str, str], body: bytes) -> Reply:
+        if self.hub.xet_dir is None:
+            return json_reply({"error": "this fake has no Xet storage"}, 404)
+        cas = f"local://{self.hub.xet_dir}"
+        exp = int(time.time()) + 3600
+        headers = {
+            "X-Xet-Cas-Url": cas,
+            "X-Xet-Access-Token": "xet-local",
+            "X-Xet-Token-Expiration": str(exp),
+        }
+        return json_reply({"casUrl": cas, "accessToken": "xet-local", "exp": exp}, 200, headers)
 
-        def _store_object(self, repo: Repo, oid: str, data: bytes) -> None:
-            if hashlib.sha256(data).hexdigest() != oid:
-                raise HubError(400, f"uploaded content does not hash to {oid}")
-            repo.contents[oid] = data
-            repo.lfs_objects.add(oid)
-
-        def r_lfs_put(self, match: Any, query: dict[str, str], body: bytes) -> Reply:
-            with hub.lock:
-                self._store_object(self._repo(match, signed=True), match["oid"], body)
-            return Reply(200)
-
-        def r_lfs_part(self, match: Any, query: dict[str, str], body: bytes) -> Reply:
-            with hub.lock:
-                repo = self._repo(match, signed=True)
-                repo.multipart.setdefault(match["oid"], {})[int(match["part"])] = body
-            return Reply(200, headers={"ETag": f'"{hashlib.md5(body).hexdigest()}"'})
-
-        def r_lfs_complete(self, match: Any, query: dict[str, str], body: bytes) -> Reply:
-            payload = json.loads(body)
-            with hub.lock:
-                repo = self._repo(match, signed=True)
-                parts = repo.multipart.pop(match["oid"], {})
-                numbers = [p["partNumber"] for p in payload["parts"]]
-                if sorted(parts) != numbers:
-                    raise HubError(400, "multipart upload is missing parts")
-                self._store_object(repo, match["oid"], b"".join(parts[n] for n in numbers))
-            return json_reply({})
-
-        def r_lfs_verify(self, match: Any, query: dict[str, str], body: bytes) -> Reply:
-            payload = json.loads(body)
-            with hub.lock:
-                repo = self._repo(match)
-                if payload["oid"] not in repo.lfs_objects:
-                    raise HubError(404, f"LFS object {payload['oid']} was not uploaded")
-            return json_reply({})
-
-        def r_commit(self, match: Any, query: dict[str, str], body: bytes) -> Reply:
-            lines = [json.loads(line) for line in body.decode().splitlines() if line.strip()]
-            header = next((ln["value"] for ln in lines if ln["key"] == "header"), None)
-            if header is None:
-                raise HubError(400, "commit payload has no header line")
-            regular: dict[str, bytes] = {}
-            lfs: dict[str, tuple[str, int]] = {}
-            deleted: list[tuple[str, bool]] = []
-            with hub.lock:
-                repo = self._repo(match)
-                branch = unquote(match["rev"])
-                if branch not in repo.branches:
-                    raise HubError(404, f"Invalid rev id: {branch}", "RevisionNotFound")
-                parent = header.get("parentCommit")
-                head_oid = repo.branches[branch]
-                if parent and not head_oid.startswith(parent):
-                    raise HubError(
-                        412, "A commit has happened since. Please refresh and try again."
-                    )
-                for line in lines:
-                    key, value = line["key"], line["value"]
-                    if key == "file":
-                        regular[value["path"]] = base64.b64decode(value["content"])
-                    elif key == "lfsFile":
-                        # with Xet on, the bytes went to hf_xet's local CAS: trust the sha256
-                        if value["oid"] not in repo.lfs_objects and hub.xet_dir is None:
-                            raise HubError(400, f"LFS object {value['oid']} not found")
-                        lfs[value["path"]] = (value["oid"], int(value["size"]))
-                    elif key in ("deletedFile", "deletedFolder"):
-                        deleted.append((value["path"], key == "deletedFolder"))
-                commit = hub._apply_commit(
-                    repo, branch, header.get("summary", ""), header.get("description", ""),
-                    regular, lfs, deleted, "client",
-                )
+    def r_repo_info(self, match: Any, query: dict[str, str], body: bytes) -> Reply:
+        with self.hub.lock:
+            repo = self._repo(match)
+            head = self._commit_at(repo, match["rev"])
+            blobs = query.get("blobs") == "true"
+            siblings = []
+            for path in sorted(head.files):
+                item: dict[str, Any] = {"rfilename": path}
+                if blobs:
+                    entry = head.files[path]
+                    item["size"] = entry.size
+                    if entry.lfs:
+                        item["lfs"] = {"sha256": entry.sha256, "size": entry.size}
+                siblings.append(item)
             return json_reply(
                 {
-                    "success": True,
-                    "commitOid": commit.oid,
-                    "commitUrl": f"{hub.url}/datasets/{repo.repo_id}/commit/{commit.oid}",
-                    "pullRequestUrl": None,
+                    "_id": hashlib.sha1(repo.repo_id.encode()).hexdigest()[:24],
+                    "id": repo.repo_id,
+                    "author": repo.repo_id.split("/")[0],
+                    "sha": head.oid,
+                    "private": repo.private,
+                    "disabled": False,
+                    "gated": False,
+                    "downloads": 0,
+                    "likes": 0,
+                    "tags": [],
+                    "createdAt": repo.created_at,
+                    "lastModified": head.date,
+                    "siblings": siblings,
                 }
             )
 
-        def _listing(self, head: Commit, prefix: str, recursive: bool) -> list[str]:
-            """Paths under ``prefix``: files and (implicit) folders, sorted."""
-            base = prefix.strip("/")
-            out: set[str] = set()
-            for path in head.files:
-                if base and not path.startswith(base + "/"):
+    def r_branch(self, match: Any, query: dict[str, str], body: bytes) -> Reply:
+        payload = json.loads(body or b"{}")
+        with self.hub.lock:
+            repo = self._repo(match)
+            branch = unquote(match["rev"])
+            if branch in repo.branches:
+                raise HubError(409, f"Branch {branch} already exists")
+            start = self._commit_at(repo, payload.get("startingPoint") or "main")
+            repo.branches[branch] = start.oid
+        return json_reply({})
+
+    def r_preupload(self, match: Any, query: dict[str, str], body: bytes) -> Reply:
+        payload = json.loads(body)
+        with self.hub.lock:
+            repo = self._repo(match)
+            head = repo.head(unquote(match["rev"]))
+            out = []
+            for item in payload["files"]:
+                self.hub.preuploads[item["path"]] += 1
+                sample = base64.b64decode(item.get("sample", ""))
+                mode = self.hub.upload_mode(repo, head, item["path"], item["size"], sample)
+                info: dict[str, Any] = {
+                    "path": item["path"],
+                    "uploadMode": mode,
+                    "shouldIgnore": False,
+                }
+                existing = head.files.get(item["path"]) if head else None
+                if existing is not None:
+                    info["oid"] = existing.preupload_oid
+                out.append(info)
+        return json_reply({"files": out})
+
+    def r_lfs_batch(self, match: Any, query: dict[str, str], body: bytes) -> Reply:
+        payload = json.loads(body)
+        base = f"{self.hub.url}/_lfs/{match['ns']}/{match['name']}"
+        objects = []
+        with self.hub.lock:
+            repo = self._repo(match)
+            for obj in payload["objects"]:
+                oid, size = obj["oid"], obj["size"]
+                if oid in repo.lfs_objects:
+                    objects.append({"oid": oid, "size": size})
                     continue
-                rest = path[len(base) + 1 :] if base else path
-                parts = rest.split("/")
-                stop = len(parts) if recursive else 1
-                for depth in range(1, stop + 1):
-                    out.add("/".join(([base] if base else []) + parts[:depth]))
-            return sorted(out)
-
-        def r_tree(self, match: Any, query: dict[str, str], body: bytes) -> Reply:
-            with hub.lock:
-                repo = self._repo(match)
-                head = self._commit_at(repo, match["rev"])
-                prefix = unquote(match["path"] or "")
-                if prefix and prefix not in head.files and not any(
-                    p.startswith(prefix.strip("/") + "/") for p in head.files
-                ):
-                    raise HubError(404, f"{prefix} does not exist", "EntryNotFound")
-                paths = self._listing(head, prefix, query.get("recursive") == "true")
-                start = int(query.get("cursor", "0"))
-                page = paths[start : start + hub.tree_page_size]
-                expand = query.get("expand") == "true"
-                items = [
-                    self._file_json(head.files[p], expand) if p in head.files
-                    else self._folder_json(p)
-                    for p in page
-                ]
-            headers = {}
-            if start + hub.tree_page_size < len(paths):
-                params = {k: v for k, v in query.items() if k != "cursor"}
-                params["cursor"] = str(start + hub.tree_page_size)
-                qs = "&".join(f"{k}={quote(v)}" for k, v in params.items())
-                headers["Link"] = f'<{hub.url}{urlsplit(self.path).path}?{qs}>; rel="next"'
-            return json_reply(items, headers=headers)
-
-        def r_paths_info(self, match: Any, query: dict[str, str], body: bytes) -> Reply:
-            form = parse_qs(body.decode())
-            paths = form.get("paths", [])
-            if len(paths) > 1000:
-                raise HubError(413, "too many paths (at most 1000 per call)")
-            expand = form.get("expand", ["false"])[-1].lower() == "true"
-            with hub.lock:
-                repo = self._repo(match)
-                head = self._commit_at(repo, match["rev"])
-                out = []
-                for path in paths:
-                    if path in head.files:
-                        out.append(self._file_json(head.files[path], expand))
-                    elif any(p.startswith(path.rstrip("/") + "/") for p in head.files):
-                        out.append(self._folder_json(path))
-            return json_reply(out)
-
-        def r_resolve(self, match: Any, query: dict[str, str], body: bytes) -> Reply:
-            with hub.lock:
-                repo = self._repo(match)
-                head = self._commit_at(repo, match["rev"])
-                path = unquote(match["path"])
-                entry = head.files.get(path)
-                if entry is None:
-                    raise HubError(404, f"Entry not found: {path}", "EntryNotFound")
-                if entry.sha256 not in repo.contents:
-                    raise HubError(501, f"{path} is in the local Xet CAS; the fake cannot serve it")
-                data = repo.contents[entry.sha256]
-            etag = entry.sha256 if entry.lfs else entry.git_oid
-            headers = {
-                "X-Repo-Commit": head.oid,
-                "ETag": f'"{etag}"',
-                "Accept-Ranges": "bytes",
-            }
-            if entry.lfs:
-                headers["X-Linked-Etag"] = f'"{entry.sha256}"'
-                headers["X-Linked-Size"] = str(entry.size)
-            status = 200
-            wanted = self.headers.get("Range")
-            if wanted and (rng := re.fullmatch(r"bytes=(\d*)-(\d*)", wanted.strip())):
-                first, last = rng.group(1), rng.group(2)
-                if first == "":
-                    start, end = max(len(data) - int(last), 0), len(data) - 1
+                verify = {"href": f"{base}/{oid}/verify"}
+                if size >= self.hub.multipart_threshold and "multipart" in payload["transfers"]:
+                    n_parts = -(-size // self.hub.multipart_chunk)
+                    header = {"chunk_size": str(self.hub.multipart_chunk)}
+                    for i in range(1, n_parts + 1):
+                        header[f"{i:05d}"] = f"{base}/{oid}/part/{i}"
+                    upload = {"href": f"{base}/{oid}/complete", "header": header}
                 else:
-                    start = int(first)
-                    end = min(int(last), len(data) - 1) if last else len(data) - 1
-                if start >= len(data):
-                    return Reply(416, b"", {"Content-Range": f"bytes */{len(data)}"})
-                headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
-                data = data[start : end + 1]
-                status = 206
-            headers["Content-Length"] = str(len(data))
-            return Reply(status, data, headers, "application/octet-stream")
+                    upload = {"href": f"{base}/{oid}"}
+                objects.append(
+                    {"oid": oid, "size": size, "actions": {"upload": upload, "verify": verify}}
+                )
+        reply = json_reply({"transfer": "basic", "objects": objects})
+        reply.content_type = "application/vnd.git-lfs+json"
+        return reply
 
-    return Handler
+    def _store_object(self, repo: Repo, oid: str, data: bytes) -> None:
+        if hashlib.sha256(data).hexdigest() != oid:
+            raise HubError(400, f"uploaded content does not hash to {oid}")
+        repo.contents[oid] = data
+        repo.lfs_objects.add(oid)
+
+    def r_lfs_put(self, match: Any, query: dict[str, str], body: bytes) -> Reply:
+        with self.hub.lock:
+            self._store_object(self._repo(match, signed=True), match["oid"], body)
+        return Reply(200)
+
+    def r_lfs_part(self, match: Any, query: dict[str, str], body: bytes) -> Reply:
+        with self.hub.lock:
+            repo = self._repo(match, signed=True)
+            repo.multipart.setdefault(match["oid"], {})[int(match["part"])] = body
+        return Reply(200, headers={"ETag": f'"{hashlib.md5(body).hexdigest()}"'})
+
+    def r_lfs_complete(self, match: Any, query: dict[str, str], body: bytes) -> Reply:
+        payload = json.loads(body)
+        with self.hub.lock:
+            repo = self._repo(match, signed=True)
+            parts = repo.multipart.pop(match["oid"], {})
+            numbers = [p["partNumber"] for p in payload["parts"]]
+            if sorted(parts) != numbers:
+                raise HubError(400, "multipart upload is missing parts")
+            self._store_object(repo, match["oid"], b"".join(parts[n] for n in numbers))
+        return json_reply({})
+
+    def r_lfs_verify(self, match: Any, query: dict[str, str], body: bytes) -> Reply:
+        payload = json.loads(body)
+        with self.hub.lock:
+            repo = self._repo(match)
+            if payload["oid"] not in repo.lfs_objects:
+                raise HubError(404, f"LFS object {payload['oid']} was not uploaded")
+        return json_reply({})
+
+    def r_commit(self, match: Any, query: dict[str, str], body: bytes) -> Reply:
+        lines = [json.loads(line) for line in body.decode().splitlines() if line.strip()]
+        header = next((ln["value"] for ln in lines if ln["key"] == "header"), None)
+        if header is None:
+            raise HubError(400, "commit payload has no header line")
+        regular: dict[str, bytes] = {}
+        lfs: dict[str, tuple[str, int]] = {}
+        deleted: list[tuple[str, bool]] = []
+        with self.hub.lock:
+            repo = self._repo(match)
+            branch = unquote(match["rev"])
+            if branch not in repo.branches:
+                raise HubError(404, f"Invalid rev id: {branch}", "RevisionNotFound")
+            parent = header.get("parentCommit")
+            head_oid = repo.branches[branch]
+            if parent and not head_oid.startswith(parent):
+                raise HubError(
+                    412, "A commit has happened since. Please refresh and try again."
+                )
+            for line in lines:
+                key, value = line["key"], line["value"]
+                if key == "file":
+                    regular[value["path"]] = base64.b64decode(value["content"])
+                elif key == "lfsFile":
+                    # with Xet on, the bytes went to hf_xet's local CAS: trust the sha256
+                    if value["oid"] not in repo.lfs_objects and self.hub.xet_dir is None:
+                        raise HubError(400, f"LFS object {value['oid']} not found")
+                    lfs[value["path"]] = (value["oid"], int(value["size"]))
+                elif key in ("deletedFile", "deletedFolder"):
+                    deleted.append((value["path"], key == "deletedFolder"))
+            commit = self.hub._apply_commit(
+                repo, branch, header.get("summary", ""), header.get("description", ""),
+                regular, lfs, deleted, "client",
+            )
+        return json_reply(
+            {
+                "success": True,
+                "commitOid": commit.oid,
+                "commitUrl": f"{self.hub.url}/datasets/{repo.repo_id}/commit/{commit.oid}",
+                "pullRequestUrl": None,
+            }
+        )
+
+    def _listing(self, head: Commit, prefix: str, recursive: bool) -> list[str]:
+        """Paths under ``prefix``: files and (implicit) folders, sorted."""
+        base = prefix.strip("/")
+        out: set[str] = set()
+        for path in head.files:
+            if base and not path.startswith(base + "/"):
+                continue
+            rest = path[len(base) + 1 :] if base else path
+            parts = rest.split("/")
+            stop = len(parts) if recursive else 1
+            for depth in range(1, stop + 1):
+                out.add("/".join(([base] if base else []) + parts[:depth]))
+        return sorted(out)
+
+    def r_tree(self, match: Any, query: dict[str, str], body: bytes) -> Reply:
+        with self.hub.lock:
+            repo = self._repo(match)
+            head = self._commit_at(repo, match["rev"])
+            prefix = unquote(match["path"] or "")
+            if prefix and prefix not in head.files and not any(
+                p.startswith(prefix.strip("/") + "/") for p in head.files
+            ):
+                raise HubError(404, f"{prefix} does not exist", "EntryNotFound")
+            paths = self._listing(head, prefix, query.get("recursive") == "true")
+            start = int(query.get("cursor", "0"))
+            page = paths[start : start + self.hub.tree_page_size]
+            expand = query.get("expand") == "true"
+            items = [
+                self._file_json(head.files[p], expand) if p in head.files
+                else self._folder_json(p)
+                for p in page
+            ]
+        headers = {}
+        if start + self.hub.tree_page_size < len(paths):
+            params = {k: v for k, v in query.items() if k != "cursor"}
+            params["cursor"] = str(start + self.hub.tree_page_size)
+            qs = "&".join(f"{k}={quote(v)}" for k, v in params.items())
+            headers["Link"] = f'<{self.hub.url}{urlsplit(self.path).path}?{qs}>; rel="next"'
+        return json_reply(items, headers=headers)
+
+    def r_paths_info(self, match: Any, query: dict[str, str], body: bytes) -> Reply:
+        form = parse_qs(body.decode())
+        paths = form.get("paths", [])
+        if len(paths) > 1000:
+            raise HubError(413, "too many paths (at most 1000 per call)")
+        expand = form.get("expand", ["false"])[-1].lower() == "true"
+        with self.hub.lock:
+            repo = self._repo(match)
+            head = self._commit_at(repo, match["rev"])
+            out = []
+            for path in paths:
+                if path in head.files:
+                    out.append(self._file_json(head.files[path], expand))
+                elif any(p.startswith(path.rstrip("/") + "/") for p in head.files):
+                    out.append(self._folder_json(path))
+        return json_reply(out)
+
+    def r_resolve(self, match: Any, query: dict[str, str], body: bytes) -> Reply:
+        with self.hub.lock:
+            repo = self._repo(match)
+            head = self._commit_at(repo, match["rev"])
+            path = unquote(match["path"])
+            entry = head.files.get(path)
+            if entry is None:
+                raise HubError(404, f"Entry not found: {path}", "EntryNotFound")
+            if entry.sha256 not in repo.contents:
+                raise HubError(501, f"{path} is in the local Xet CAS; the fake cannot serve it")
+            data = repo.contents[entry.sha256]
+        etag = entry.sha256 if entry.lfs else entry.git_oid
+        headers = {
+            "X-Repo-Commit": head.oid,
+            "ETag": f'"{etag}"',
+            "Accept-Ranges": "bytes",
+        }
+        if entry.lfs:
+            headers["X-Linked-Etag"] = f'"{entry.sha256}"'
+            headers["X-Linked-Size"] = str(entry.size)
+        status = 200
+        wanted = self.headers.get("Range")
+        if wanted and (rng := re.fullmatch(r"bytes=(\d*)-(\d*)", wanted.strip())):
+            first, last = rng.group(1), rng.group(2)
+            if first == "":
+                start, end = max(len(data) - int(last), 0), len(data) - 1
+            else:
+                start = int(first)
+                end = min(int(last), len(data) - 1) if last else len(data) - 1
+            if start >= len(data):
+                return Reply(416, b"", {"Content-Range": f"bytes */{len(data)}"})
+            headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
+            data = data[start : end + 1]
+            status = 206
+        headers["Content-Length"] = str(len(data))
+        return Reply(status, data, headers, "application/octet-stream")
 
 
 # -- pytest fixtures ------------------------------------------------------------------------
