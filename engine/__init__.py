@@ -16,4 +16,191 @@ and the shared vocabulary that everything may import and that imports nothing el
 helmproc: ``errors``, ``facts``, ``safe_paths``, ``durable``, ``dataset_layout``, ``retry``,
 ``input_files``, ``url_secrets``. The journal (``helmproc.journal``) sits beside the stages:
 only ``job/`` uses it, and it imports only the shared vocabulary.
+
+``from helmproc.engine import run_job, DirSource, ...`` is the public Python API (``api.py`` has
+the job-level functions): the names of ``_WHERE`` below, each resolved from the module that
+defines it on first use (PEP 562 ``__getattr__``) instead of being imported here. Python runs
+this file before any module inside ``engine/``, so an eager import of the API here would make
+``import helmproc.engine.errors`` (which the journal does) load the whole engine, which imports
+the journal, which is then only half initialised: importing the journal first would fail.
+Resolving per name also leaves start-up costs alone (no pyarrow for a name that needs none).
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from helmproc.engine.api import (
+        job_status,
+        resume_job,
+        run_job,
+        verify_job,
+    )
+    from helmproc.engine.errors import (
+        HelmprocError,
+    )
+    from helmproc.engine.export.writer import (
+        ExportReport,
+        export_eee,
+    )
+    from helmproc.engine.facts import (
+        RunRef,
+    )
+    from helmproc.engine.job.interrupts import (
+        JobInterrupted,
+    )
+    from helmproc.engine.job.options import (
+        ExecOptions,
+    )
+    from helmproc.engine.job.progress import (
+        NullProgress,
+        Progress,
+        progress_for,
+    )
+    from helmproc.engine.job.start import (
+        DEFAULT_CHUNK_SIZE,
+        StartedJob,
+        exec_options,
+        execute_job,
+        start_job,
+    )
+    from helmproc.engine.job.verify import (
+        Mismatch,
+        VerifyReport,
+        verify_journal,
+    )
+    from helmproc.engine.job.workdir import (
+        DEFAULT_WORK_ROOT,
+        find_journal,
+    )
+    from helmproc.engine.publish.folder import (
+        DirPublisher,
+        Publisher,
+    )
+    from helmproc.engine.publish.hub import (
+        HubPublisher,
+    )
+    from helmproc.engine.publish.registry import (
+        destination_label,
+        make_publisher,
+        publisher_from_config,
+    )
+    from helmproc.engine.sources.bucket import (
+        HttpSource,
+    )
+    from helmproc.engine.sources.filters import (
+        FilteredSource,
+        RunFilters,
+    )
+    from helmproc.engine.sources.folder import (
+        DirSource,
+        MultiSource,
+        Source,
+    )
+    from helmproc.engine.sources.registry import (
+        source_from_config,
+    )
+    from helmproc.journal import (
+        Journal,
+        StatusReport,
+        render_text,
+    )
+
+# Every public name and the module that defines it.
+_WHERE: dict[str, str] = {
+    "DEFAULT_CHUNK_SIZE": "helmproc.engine.job.start",
+    "DEFAULT_WORK_ROOT": "helmproc.engine.job.workdir",
+    "DirPublisher": "helmproc.engine.publish.folder",
+    "DirSource": "helmproc.engine.sources.folder",
+    "ExecOptions": "helmproc.engine.job.options",
+    "ExportReport": "helmproc.engine.export.writer",
+    "FilteredSource": "helmproc.engine.sources.filters",
+    "HelmprocError": "helmproc.engine.errors",
+    "HttpSource": "helmproc.engine.sources.bucket",
+    "HubPublisher": "helmproc.engine.publish.hub",
+    "JobInterrupted": "helmproc.engine.job.interrupts",
+    "Journal": "helmproc.journal",
+    "Mismatch": "helmproc.engine.job.verify",
+    "MultiSource": "helmproc.engine.sources.folder",
+    "NullProgress": "helmproc.engine.job.progress",
+    "Progress": "helmproc.engine.job.progress",
+    "Publisher": "helmproc.engine.publish.folder",
+    "RunFilters": "helmproc.engine.sources.filters",
+    "RunRef": "helmproc.engine.facts",
+    "Source": "helmproc.engine.sources.folder",
+    "StartedJob": "helmproc.engine.job.start",
+    "StatusReport": "helmproc.journal",
+    "VerifyReport": "helmproc.engine.job.verify",
+    "destination_label": "helmproc.engine.publish.registry",
+    "exec_options": "helmproc.engine.job.start",
+    "execute_job": "helmproc.engine.job.start",
+    "export_eee": "helmproc.engine.export.writer",
+    "find_journal": "helmproc.engine.job.workdir",
+    "job_status": "helmproc.engine.api",
+    "make_publisher": "helmproc.engine.publish.registry",
+    "progress_for": "helmproc.engine.job.progress",
+    "publisher_from_config": "helmproc.engine.publish.registry",
+    "render_text": "helmproc.journal",
+    "resume_job": "helmproc.engine.api",
+    "run_job": "helmproc.engine.api",
+    "source_from_config": "helmproc.engine.sources.registry",
+    "start_job": "helmproc.engine.job.start",
+    "verify_job": "helmproc.engine.api",
+    "verify_journal": "helmproc.engine.job.verify",
+}
+__all__ = [
+    "DEFAULT_CHUNK_SIZE",
+    "DEFAULT_WORK_ROOT",
+    "DirPublisher",
+    "DirSource",
+    "ExecOptions",
+    "ExportReport",
+    "FilteredSource",
+    "HelmprocError",
+    "HttpSource",
+    "HubPublisher",
+    "JobInterrupted",
+    "Journal",
+    "Mismatch",
+    "MultiSource",
+    "NullProgress",
+    "Progress",
+    "Publisher",
+    "RunFilters",
+    "RunRef",
+    "Source",
+    "StartedJob",
+    "StatusReport",
+    "VerifyReport",
+    "destination_label",
+    "exec_options",
+    "execute_job",
+    "export_eee",
+    "find_journal",
+    "job_status",
+    "make_publisher",
+    "progress_for",
+    "publisher_from_config",
+    "render_text",
+    "resume_job",
+    "run_job",
+    "source_from_config",
+    "start_job",
+    "verify_job",
+    "verify_journal",
+]
+
+
+def __getattr__(name: str) -> Any:
+    where = _WHERE.get(name)
+    if where is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(where), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -21,12 +21,12 @@ import pytest
 from typer.testing import CliRunner
 
 from helmproc.cli.app import app
-from helmproc.cli.verify import verify_journal
 from helmproc.engine.chunks.worker import w_process_chunk
 from helmproc.engine.facts import ShardFact
 from helmproc.engine.job.coordinator import Coordinator
 from helmproc.engine.job.options import ExecOptions
 from helmproc.engine.job.start import start_job
+from helmproc.engine.job.verify import verify_journal
 from helmproc.engine.publish.folder import DirPublisher
 from helmproc.engine.publish.hub import HubPublisher
 from helmproc.engine.sources.folder import DirSource
