@@ -18,7 +18,7 @@ import pytest
 from helmproc.engine.convert.converter import ConvertedRun, convert_run
 from helmproc.engine.convert.metric_selection import select_metrics
 from helmproc.engine.helm.schema_file import parse_schema
-from tests.convert.test_converter import (
+from tests.convert.helm_runs import (
     FIXTURE_ROOT,
     JOB_TIMESTAMP,
     copy_run,

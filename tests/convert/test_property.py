@@ -34,7 +34,7 @@ from hypothesis import strategies as st
 
 from helmproc.engine.convert.converter import ConvertedRun, convert_run
 from helmproc.engine.facts import RunRef
-from tests.convert.test_converter import (
+from tests.convert.helm_runs import (
     CORE_PREFIXES,
     JOB_TIMESTAMP,
     expected_evaluations,

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from helmproc.engine.convert.converter import ConvertedRun, convert_run
 from helmproc.engine.errors import RunConversionError
-from tests.convert.test_converter import (
+from tests.convert.helm_runs import (
     JOB_TIMESTAMP,
     copy_run,
     edit_json,

@@ -33,7 +33,7 @@ from helmproc.engine.errors import DiskFullError, RunConversionError
 from helmproc.engine.facts import RunRef
 from helmproc.engine.helm import array_stream as helm_stream
 from helmproc.engine.helm.array_stream import iter_array_elements
-from tests.convert.test_converter import (
+from tests.convert.helm_runs import (
     FIXTURE_ROOT,
     JOB_TIMESTAMP,
     REAL_RUN_DIRS,

@@ -15,7 +15,7 @@ from helmproc.engine.convert.converter import convert_run
 from helmproc.engine.export.layout import record_layout
 from helmproc.engine.export.records import aggregate_record, sample_lines
 from helmproc.engine.facts import RunRef
-from tests.convert.test_converter import FIXTURE_ROOT, JOB_TIMESTAMP, read
+from tests.convert.helm_runs import FIXTURE_ROOT, JOB_TIMESTAMP, read
 
 MCQA = FIXTURE_ROOT / "runs" / "v1.1.0" / "simple_mcqa:model=simple_model1"
 SIMPLE1 = FIXTURE_ROOT / "runs" / "v1.0.0" / "simple1:model=simple_model1"
