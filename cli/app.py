@@ -32,8 +32,10 @@ from helmproc.cli.destination import (
     with_publishing,
 )
 from helmproc.cli.errors import (
+    EXIT_ALL_FAILED,
     EXIT_ERROR,
     EXIT_INTERRUPTED,
+    EXIT_NOTHING_MATCHED,
     EXIT_USAGE,
     describe,
     interrupted_message,
@@ -53,12 +55,14 @@ from helmproc.cli.listing import (
 from helmproc.cli.narration import count, examples, say
 from helmproc.cli.option_checks import at_least, executor_text, size_text, workers_text
 from helmproc.cli.verify import verify
+from helmproc.engine.errors import ConfigError
 from helmproc.engine.job.budget import format_size, parse_size
 from helmproc.engine.job.interrupts import JobInterrupted
 from helmproc.engine.job.options import ExecOptions
 from helmproc.engine.job.progress import progress_for
 from helmproc.engine.job.start import (
     DEFAULT_CHUNK_SIZE,
+    LedgerFacts,
     default_workers,
     exec_options,
     execute_job,
@@ -71,6 +75,8 @@ from helmproc.engine.job.workdir import (
     record_runtime_options,
     recorded_runtime_options,
 )
+from helmproc.engine.publish.compaction import compact as compact_dataset
+from helmproc.engine.publish.compaction import compaction_notice
 from helmproc.engine.publish.registry import destination_label, make_publisher
 from helmproc.engine.sources.filters import RunFilters
 from helmproc.engine.sources.folder import DirSource, project_for_folder
@@ -185,6 +191,11 @@ def print_summary(report: StatusReport, as_json: bool) -> None:
         f"{'done' if data['done'] else 'incomplete'}: {count(runs['ok'], 'run')} converted, "
         f"{runs['failed']} failed, {count(data['rows'], 'instance row')}"
     )
+    print_failures(report)
+
+
+def print_failures(report: StatusReport) -> None:
+    data = report.to_json()
     for group in data["failures_by_reason"]:
         runs = group["runs"]
         more = f" and {len(runs) - 1} more" if len(runs) > 1 else ""
@@ -203,6 +214,45 @@ def announce_budget(options: ExecOptions) -> None:
             f"helmproc: {count(options.max_workers, 'worker')}, memory budget "
             f"{format_size(budget.memory_budget)}, disk budget {format_size(budget.disk_budget)}"
         )
+
+
+def run_summary(report: StatusReport, facts: LedgerFacts | None) -> dict[str, Any]:
+    """What `run --json` prints: the job's status (as `status --json`) plus what the dataset
+    held before: ``new_runs`` (converted ok now), ``already_present``, ``matched``,
+    ``changed`` (source changed since converted; not converted again), ``failed``."""
+    data = report.to_json()
+    return {
+        **data,
+        "matched": facts.matched if facts else data.get("matched"),
+        "already_present": facts.already_present if facts else data.get("already_present", 0),
+        "changed": list(facts.changed) if facts else data.get("changed", []),
+        "new_runs": data["runs"]["ok"],
+        "failed": data["runs"]["failed"],
+    }
+
+
+def finish_run(
+    report: StatusReport, facts: LedgerFacts | None, as_json: bool, strict: bool
+) -> None:
+    summary = run_summary(report, facts)
+    if as_json:
+        print(json.dumps(summary, indent=2, sort_keys=True))
+    else:
+        print(
+            f"{'done' if summary['done'] else 'incomplete'}: "
+            f"{count(summary['new_runs'], 'run')} converted, {summary['failed']} failed, "
+            f"{count(summary['rows'], 'instance row')}; "
+            f"{count(summary['already_present'], 'run')} already in the dataset"
+        )
+        print_failures(report)
+    if not summary["done"]:
+        raise typer.Exit(EXIT_ERROR)
+    if strict and facts is not None and facts.matched == 0:
+        say("helmproc: --strict: no run matched the source and filters")
+        raise typer.Exit(EXIT_NOTHING_MATCHED)
+    if strict and summary["failed"] and not summary["new_runs"]:
+        say("helmproc: --strict: every run this job converted failed")
+        raise typer.Exit(EXIT_ALL_FAILED)
 
 
 def finish(report: StatusReport, as_json: bool) -> None:
@@ -277,12 +327,29 @@ def run(
     upload_workers: UploadWorkersOpt = None,
     files_per_commit: FilesPerCommitOpt = None,
     commits_per_hour: CommitsPerHourOpt = None,
-    as_json: JsonOpt = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print a JSON summary on stdout: new_runs, already_present, changed, failed, "
+            "rows, and the job's status.",
+        ),
+    ] = False,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict",
+            help="For unattended use: exit 4 when no run matched, 5 when every run this job "
+            "converted failed (3: the destination is busy with another job).",
+        ),
+    ] = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Convert HELM runs into a Parquet dataset, journaling progress so it can resume.
 
-    Every option is checked before anything is planned or recorded.
+    Every option is checked before anything is planned or recorded. Only runs the
+    destination does not hold yet are converted (its `runs` table is the ledger), so the same
+    command on a fresh machine converts nothing twice.
     """
     global _job_recorded
     filters = RunFilters.build(
@@ -307,32 +374,58 @@ def run(
     if local_root is not None:
         name, why = project_for_folder(source or ".", benchmark[0] if benchmark else None)
         say(f"helmproc: project {name!r} ({why})")
-    started = start_job(
-        src,
-        publisher,
-        chunk_size=chunk_size,
-        work_root=DEFAULT_WORK_ROOT,
-        journal_path=journal,
-        max_file_bytes=parse_size(max_file_bytes) if max_file_bytes else None,
-        source_organization=source_organization,
-    )
-    _job_recorded = True
-    with started.journal as jr:
-        record_runtime_options(started.paths, given)
-        verb = "continuing" if started.continued else "starting"
-        say(
-            f"helmproc: {verb} job {jr.job().job_id if jr.job() else '?'}: "  # type: ignore[union-attr]
-            f"{count(started.n_runs, 'run')} in {count(started.n_chunks, 'chunk')} -> "
-            f"{destination_label(publisher.config)} "
-            f"(journal {jr.path})"
+    discovered = src.discover()  # a source that cannot be read touches no destination
+    with publisher.lock("helmproc run"):  # one writer per destination, planning to the end
+        started = start_job(
+            src,
+            publisher,
+            discovered=discovered,
+            chunk_size=chunk_size,
+            work_root=DEFAULT_WORK_ROOT,
+            journal_path=journal,
+            max_file_bytes=parse_size(max_file_bytes) if max_file_bytes else None,
+            source_organization=source_organization,
         )
-        report = already_complete(jr)
-        if report is None:
-            announce_budget(options)
-            report = execute_job(
-                jr, options, progress_for(sys.stderr, quiet), source_config=src.config
+        _job_recorded = True
+        facts = started.facts
+        with started.journal as jr:
+            record_runtime_options(started.paths, given)
+            verb = "continuing" if started.continued else "starting"
+            if facts is not None:
+                say(
+                    f"helmproc: {count(facts.matched, 'run')} matched; "
+                    f"{facts.already_present} already in {destination_label(publisher.config)}"
+                )
+                for key in facts.changed[:5]:
+                    say(f"helmproc: source changed since {key} was converted: not converted "
+                        "again (the dataset keeps the converted version)")
+                if len(facts.changed) > 5:
+                    say(f"helmproc: ... and {len(facts.changed) - 5} more changed runs")
+            if started.n_runs == 0 and facts is not None:
+                say("helmproc: nothing new to convert; nothing to do unless the dataset lacks "
+                    "its releases rows or card")
+            say(
+                f"helmproc: {verb} job {jr.job().job_id if jr.job() else '?'}: "  # type: ignore[union-attr]
+                f"{count(started.n_runs, 'run')} in {count(started.n_chunks, 'chunk')} -> "
+                f"{destination_label(publisher.config)} "
+                f"(journal {jr.path})"
             )
-    finish(report, as_json)
+            if started.n_runs:
+                announce_budget(options)
+            # always executed, even for a job the journal has as done: the destination may
+            # have lost what it published (rm -rf, verify --repair), and it is rebuilt
+            report = execute_job(
+                jr,
+                options,
+                progress_for(sys.stderr, quiet or started.n_runs == 0),
+                source_config=src.config,
+                ledger=started.ledger,
+                publisher=publisher,
+            )
+        notice = compaction_notice(publisher)
+    if notice:
+        say(notice)
+    finish_run(report, facts, as_json, strict)
 
 
 def runtime_options(given: dict[str, Any], work_dir: Path) -> ExecOptions:
@@ -481,9 +574,55 @@ def status(
         time.sleep(every)
 
 
+@app.command(
+    epilog=examples(
+        "helmproc compact --to helm-eee-dataset",
+        "helmproc compact --repo-id org/helm-eee --target-size 512M",
+    )
+)
+def compact(
+    to: Annotated[
+        Path | None, typer.Option("--to", metavar="DIR", help="Dataset folder to compact.")
+    ] = None,
+    repo_id: RepoIdOpt = None,
+    revision: RevisionOpt = "main",
+    target_size: Annotated[
+        str,
+        typer.Option(
+            "--target-size",
+            metavar="SIZE",
+            callback=size_text,
+            help="About this much `instances` data per output file, e.g. 256M.",
+        ),
+    ] = "256M",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Rewrite many small shard files of a dataset into few large ones (rows unchanged).
+
+    Journaled: after a crash, the same command finishes the interrupted compaction. On the
+    Hub, the new files and the deletion of the old ones are one commit."""
+    if to is None and repo_id is None:
+        raise ConfigError("compact needs --to DIR or --repo-id ID")
+    publisher = make_publisher(to or DEFAULT_DESTINATION, repo_id, revision, False)
+    report = compact_dataset(publisher, DEFAULT_WORK_ROOT, parse_size(target_size))
+    if as_json:
+        print(json.dumps(report.to_json(), indent=2, sort_keys=True))
+    elif report.batches == 0:
+        print("nothing to compact: no two small groups to merge")
+    else:
+        print(
+            f"{'finished an interrupted compaction: ' if report.resumed else ''}"
+            f"{report.files_before} files rewritten into {report.files_after} "
+            f"({report.batches} batches, {format_size(report.bytes_read)} read)"
+        )
+
+
 app.command(
     name="verify",
-    epilog=examples("helmproc verify", "helmproc verify --json --journal PATH"),
+    epilog=examples(
+        "helmproc verify", "helmproc verify --to helm-eee-dataset --repair",
+        "helmproc verify --json --journal PATH",
+    ),
 )(verify)
 app.command(
     name="export-eee",

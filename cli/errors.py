@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from helmproc.engine.errors import (
     BadJournalFileError,
     ConfigError,
+    DestinationBusyError,
+    DestinationConflictError,
     DiskFullError,
     HelmprocError,
     IllegalTransitionError,
@@ -32,6 +34,10 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+# `run --strict` (and a busy destination): distinct codes for unattended use
+EXIT_BUSY = 3
+EXIT_NOTHING_MATCHED = 4
+EXIT_ALL_FAILED = 5
 
 
 @dataclass(frozen=True)
@@ -119,6 +125,18 @@ def error_table() -> tuple[ErrorRow, ...]:
             ExportIOError,
             "export-eee could not read or write",
             "fix the cause, then run the same `helmproc export-eee`: it rewrites the same files",
+        ),
+        ErrorRow(
+            DestinationBusyError,
+            "destination in use",
+            "wait for the other job to finish, then run the same command again: it converts "
+            "only what is not there yet",
+            EXIT_BUSY,
+        ),
+        ErrorRow(
+            DestinationConflictError,
+            "another job published these runs meanwhile",
+            "run the same `helmproc run` again: a new job skips what the destination holds",
         ),
         ErrorRow(
             DiskFullError,

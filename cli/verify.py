@@ -1,25 +1,83 @@
-"""``helmproc verify``: check every published shard in a journal against the job's destination.
+"""``helmproc verify``: check a dataset, from the dataset alone or against a job's journal.
 
-Parses the options, calls the engine's ``verify_journal`` (``engine/job/verify.py``: exists,
-size, sha256 and Parquet row count of every shard of every published chunk) and prints one
-line per mismatch (or ``--json``); the exit code is 1 when there is any. Verifying only reads,
-so a crash mid-verify needs no repair: run it again.
+With ``--to DIR`` or ``--repo-id ORG/NAME`` no journal is needed: ``engine/publish/
+dataset_check`` checks the dataset itself (groups whole and readable, row counts as its
+``runs`` table records, no run twice, no file that no shard accounts for); ``--repair``
+deletes what is damaged so the next ``helmproc run`` (same command) converts those runs again.
+Without them it calls the engine's ``verify_journal`` (``engine/job/verify.py``: exists, size,
+sha256 and Parquet row count of every shard of every published chunk). One line per problem
+(or ``--json``); the exit code is 1 when there is any. Verifying only reads (``--repair``
+deletes, in one step), so a crash mid-verify needs no repair: run it again.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from helmproc.cli.destination import RepoIdOpt, RevisionOpt
 from helmproc.cli.errors import EXIT_ERROR
+from helmproc.engine.errors import ConfigError
 from helmproc.engine.job.verify import verify_journal
 from helmproc.engine.job.workdir import DEFAULT_WORK_ROOT, find_journal
+from helmproc.engine.publish.dataset_check import check_dataset, repair_dataset
+from helmproc.engine.publish.folder import Publisher
+from helmproc.engine.publish.ledger import read_ledger
+from helmproc.engine.publish.registry import destination_label, make_publisher
+
+
+def verify_dataset(publisher: Publisher, repair: bool, as_json: bool) -> None:
+    """The journal-free check (and repair) of ``publisher``'s destination."""
+    with publisher.lock("helmproc verify"):
+        ledger = read_ledger(publisher)
+        report = check_dataset(publisher, ledger)
+        removed = repair_dataset(publisher, report, ledger) if repair and not report.ok else []
+    label = destination_label(publisher.config)
+    if as_json:
+        data = report.to_json()
+        data["destination"] = label
+        data["removed"] = removed
+        print(json.dumps(data, indent=2, sort_keys=True))
+    else:
+        for p in report.problems:
+            print(f"PROBLEM {p.path}: {p.problem}")
+        verdict = "ok" if report.ok else f"{len(report.problems)} problem(s)"
+        print(
+            f"verified {report.files} files, {report.groups} groups, {report.runs} runs at "
+            f"{label}: {verdict}"
+        )
+        if removed:
+            print(f"repair: removed {len(removed)} damaged files")
+    if removed:
+        print(
+            "helmproc: run the same `helmproc run` again to convert the removed runs again",
+            file=sys.stderr,
+        )
+    if not report.ok and not removed:
+        raise typer.Exit(EXIT_ERROR)
 
 
 def verify(
+    to: Annotated[
+        Path | None,
+        typer.Option(
+            "--to", metavar="DIR", help="Check this dataset folder itself (no journal needed)."
+        ),
+    ] = None,
+    repo_id: RepoIdOpt = None,
+    revision: RevisionOpt = "main",
+    repair: Annotated[
+        bool,
+        typer.Option(
+            "--repair",
+            help="With --to / --repo-id: delete damaged groups and stray temp files; the next "
+            "`helmproc run` converts their runs again.",
+        ),
+    ] = False,
     journal: Annotated[
         Path | None,
         typer.Option(
@@ -30,8 +88,13 @@ def verify(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Check every published shard in the journal against the destination (exists, sha256,
-    Parquet row count); exit 1 on any mismatch."""
+    """Check a dataset: with --to / --repo-id the dataset itself (no journal); else every
+    shard the job's journal published (exists, sha256, row count). Exit 1 on any problem."""
+    if to is not None or repo_id is not None:
+        verify_dataset(make_publisher(to or Path("."), repo_id, revision, False), repair, as_json)
+        return
+    if repair:
+        raise ConfigError("--repair needs --to DIR or --repo-id ORG/NAME")
     report = verify_journal(find_journal(DEFAULT_WORK_ROOT, journal))
     if as_json:
         print(json.dumps(report.to_json(), indent=2, sort_keys=True))

@@ -103,6 +103,14 @@ class PublishError(HelmprocError):
     """The destination refused or lost a shard."""
 
 
+class DestinationBusyError(HelmprocError):
+    """Another job writes into the same destination (one writer at a time)."""
+
+
+class DestinationConflictError(HelmprocError):
+    """Another job published some of this job's runs into the destination meanwhile."""
+
+
 class DiskFullError(HelmprocError):
     """No space left where helmproc was writing. Terminal for the job until space is freed."""
 

@@ -125,6 +125,8 @@ class StatusReport:
     chunk_failures: tuple[ChunkFailure, ...]
     started_at: str | None
     updated_at: str | None
+    # what planning found at the destination (runs matched, already in the dataset, changed)
+    ledger: Mapping[str, Any] | None = None
 
     @property
     def failures_by_reason(self) -> tuple[FailureGroup, ...]:
@@ -146,6 +148,9 @@ class StatusReport:
             "chunk_failures": [f.to_json() for f in self.chunk_failures],
             "started_at": self.started_at,
             "updated_at": self.updated_at,
+            "already_present": (self.ledger or {}).get("already_present", 0),
+            "matched": (self.ledger or {}).get("matched"),
+            "changed": list((self.ledger or {}).get("changed", [])),
         }
 
 
@@ -192,6 +197,7 @@ def build_report(
         chunk_failures=tuple(chunk_failures),
         started_at=job.started_at if job else None,
         updated_at=updated_at,
+        ledger=job.config.get("ledger") if job else None,
     )
 
 
@@ -218,6 +224,14 @@ def render_text(report: StatusReport) -> str:
         f"runs     {report.n_runs}: {runs['ok']} ok, {runs['failed']} failed, {n_pending} pending",
         f"output   {report.rows:,} rows in {report.shards} shards, {_human_bytes(report.bytes)}",
     ]
+    if report.ledger is not None:
+        changed = len(report.ledger.get("changed", []))
+        lines.append(
+            f"dataset  {report.ledger.get('already_present', 0)} of "
+            f"{report.ledger.get('matched', 0)} matched runs were already in it when planned"
+            + (f"; {changed} of those changed at the source (not converted again)" if changed
+               else "")
+        )
     groups = report.failures_by_reason
     if groups:
         lines.append(f"failed runs ({len(report.failures)}) by reason:")

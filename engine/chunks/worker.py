@@ -30,7 +30,7 @@ from helmproc.engine.dataset_layout import shard_path
 from helmproc.engine.errors import RunConversionError
 from helmproc.engine.facts import RunOutcome, RunRef, ShardFact
 from helmproc.engine.input_files import read_limit
-from helmproc.engine.sources.folder import Source
+from helmproc.engine.sources.folder import RUN_INPUT_FILES, Source
 from helmproc.engine.sources.registry import source_from_config
 
 # What converting and writing needs (pyarrow, msgspec, the converter) is imported by
@@ -95,6 +95,28 @@ class ChunkResult:
     part: str = ""
     baseline_bytes: int = 0
     largest_run_bytes: int = 0
+
+
+def source_fingerprint(run_dir: Path) -> tuple[str, str]:
+    """``(sizes, crc32c)`` of a run's input files (``RUN_INPUT_FILES`` present in ``run_dir``):
+    ``name=bytes`` joined by ``;`` in name order, and the crc32c of their bytes in that order
+    (hex). Recorded in the ``runs`` table so a later job can tell a source that changed."""
+    import google_crc32c
+
+    sizes: list[str] = []
+    crc = 0
+    for name in sorted(RUN_INPUT_FILES):
+        path = run_dir / name
+        try:
+            with open(path, "rb") as fh:
+                size = 0
+                while block := fh.read(1 << 20):
+                    crc = google_crc32c.extend(crc, block)
+                    size += len(block)
+        except FileNotFoundError:
+            continue
+        sizes.append(f"{name}={size}")
+    return ";".join(sizes), f"{crc:08x}"
 
 
 def run_input_bytes(run_dir: Path) -> int:
@@ -215,12 +237,18 @@ def _process(spec: ChunkSpec) -> ChunkResult:
                     schema=schema,
                     source_organization=spec.source_organization,
                 )
+                sizes, crc = source_fingerprint(run_dir)  # files the converter read
                 # All of a run's rows or none: a big run is spooled until it has converted.
                 staged = StagedInstances.stage(converted, scratch)
             except (RunConversionError, *RUN_LEVEL_ERRORS) as exc:
                 reason = describe_failure(exc)
                 outcomes.append(RunOutcome(ref, ok=False, n_instances=0, n_rows=0, error=reason))
-                run_rows.append(RunRow(ref, None, None, None, 0, 0, "failed", reason))
+                run_rows.append(
+                    RunRow(
+                        ref, None, None, None, 0, 0, "failed", reason,
+                        converted_at=spec.job_timestamp,
+                    )
+                )
                 continue
             try:
                 staged.write_to(writers["instances"])
@@ -241,6 +269,10 @@ def _process(spec: ChunkSpec) -> ChunkResult:
                     "ok",
                     None,
                     converted.metric_source,
+                    n_evaluations=converted.evaluations.num_rows,
+                    source_sizes=sizes,
+                    source_crc32c=crc,
+                    converted_at=spec.job_timestamp,
                 )
             )
             del converted, staged  # the run's index must not outlive it into the next run

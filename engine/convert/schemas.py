@@ -203,12 +203,33 @@ RUNS_SCHEMA = pa.schema(
         pa.field("outcome", pa.string(), nullable=False),
         pa.field("error", pa.string()),
         pa.field("metric_source", pa.string()),
+        pa.field("n_evaluations", pa.int64(), nullable=False),
+        pa.field("source_sizes", pa.string()),
+        pa.field("source_crc32c", pa.string()),
+        pa.field("converted_at", pa.string(), nullable=False),
     ]
 )
-"""One row per HELM run (ok or failed); key: provenance. Also the manifest of published runs.
+"""One row per HELM run (ok or failed); key: provenance. Also the manifest of published runs
+(the destination's ledger): ``n_rows`` / ``n_evaluations`` are the run's rows in ``instances``
+and ``evaluations``; ``source_sizes`` (``name=bytes`` of each input file, sorted, ``;``-joined)
+and ``source_crc32c`` (crc32c of those files' bytes in that order, hex) say what the run was
+converted from, so a later job can tell a changed source; ``converted_at`` is the converting
+job's timestamp (Unix seconds as text). A failed run's row has no sizes.
 ``metric_source`` says what decided the run's metrics: ``schema:<file>`` (the release's or
 suite's schema.json), ``builtin`` (helmproc's table of HELM's published headlines) or
 ``core`` (the EEE core list only); null for a failed run."""
+
+RELEASES_SCHEMA = pa.schema(
+    [
+        pa.field("helm_project", pa.string(), nullable=False),
+        pa.field("helm_release", pa.string(), nullable=False),
+        pa.field("helm_suite", pa.string(), nullable=False),
+        pa.field("helm_run", pa.string(), nullable=False),
+    ]
+)
+"""One row per (project, release, suite, run) a job read in release mode: which runs each
+release lists. A run listed by several releases has one row per release, while its rows in the
+other tables exist once (with ``helm_release`` = the release it was first converted under)."""
 
 
 @dataclass(frozen=True)
@@ -227,6 +248,10 @@ class RunRow:
     outcome: str
     error: str | None
     metric_source: str | None = None
+    n_evaluations: int = 0
+    source_sizes: str | None = None
+    source_crc32c: str | None = None
+    converted_at: str = ""
 
 
 def table_by_name(columns: Mapping[str, pa.Array | pa.ChunkedArray], schema: pa.Schema) -> pa.Table:
@@ -281,5 +306,17 @@ def runs_table(rows: Sequence[RunRow]) -> pa.Table:
         "outcome": pa.array([r.outcome for r in rows], type=pa.string()),
         "error": pa.array([r.error for r in rows], type=pa.string()),
         "metric_source": pa.array([r.metric_source for r in rows], type=pa.string()),
+        "n_evaluations": pa.array([r.n_evaluations for r in rows], type=pa.int64()),
+        "source_sizes": pa.array([r.source_sizes for r in rows], type=pa.string()),
+        "source_crc32c": pa.array([r.source_crc32c for r in rows], type=pa.string()),
+        "converted_at": pa.array([r.converted_at for r in rows], type=pa.string()),
     }
     return table_by_name(columns, RUNS_SCHEMA)
+
+
+def releases_table(rows: Sequence[tuple[str, str, str, str]]) -> pa.Table:
+    """The ``releases`` table for (project, release, suite, run) tuples, sorted, deduplicated."""
+    unique = sorted(set(rows))
+    names = ("helm_project", "helm_release", "helm_suite", "helm_run")
+    columns = {n: pa.array([r[i] for r in unique], type=pa.string()) for i, n in enumerate(names)}
+    return table_by_name(columns, RELEASES_SCHEMA)

@@ -28,9 +28,17 @@ already-published chunk that overruns is not split (new pieces would sit beside 
 ones): the retry stops and the published data stays. The chunk is journaled ``processed`` once
 all its pieces are done, with the shards of every piece.
 
-The dataset card rides with the session's first commit, is refreshed every ``card_interval_s``
-(riding with the next commit) and is committed on its own at the end. Commits are paced by the
-destination's ``max_commits_per_hour`` unless ``commits_per_hour`` overrides it.
+The destination is the ledger: the coordinator reads it (``publish/ledger.py``; or takes the
+one planning just read) before anything else, and ``repairs.check_ledger`` compares it with
+the journal. On the Hub, ``_guard`` keeps one writer at a time: a commit whose branch moved
+under it first re-reads the runs another job added and stops on an overlap.
+
+The dataset card (recomputed from what the destination holds, ``publish/card.py``: the ledger
+read at start plus what this session published) rides with the session's first commit and is
+refreshed every ``card_interval_s`` (riding with the next commit). At the end one commit
+carries the job's ``releases`` rows and the final card, and only if it changes anything: a job
+that found nothing new writes nothing. Commits are paced by the destination's
+``max_commits_per_hour`` unless ``commits_per_hour`` overrides it.
 """
 
 from __future__ import annotations
@@ -48,10 +56,15 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from helmproc.engine.chunks.pid_files import running_workers
 from helmproc.engine.chunks.worker import ChunkResult, ChunkSpec
+from helmproc.engine.dataset_layout import CARD_PATH
 from helmproc.engine.durable import remove_temp_files
 from helmproc.engine.errors import (
+    DestinationConflictError,
     DiskFullError,
     HelmprocError,
     PublishError,
@@ -64,14 +77,15 @@ from helmproc.engine.job.interrupts import JobInterrupted, StopRequest
 from helmproc.engine.job.options import ExecOptions
 from helmproc.engine.job.overruns import Overruns, Task
 from helmproc.engine.job.progress import NullProgress, Progress
-from helmproc.engine.job.repairs import RepairPlan, decide_repairs
+from helmproc.engine.job.repairs import RepairPlan, check_ledger, decide_repairs
 from helmproc.engine.job.workdir import JobPaths
-from helmproc.engine.publish.card import render_card
+from helmproc.engine.publish.card import EVAL_COLUMNS, dataset_card
 from helmproc.engine.publish.committer import Committer, PublishReport
-from helmproc.engine.publish.folder import Publisher
+from helmproc.engine.publish.folder import FileEntry, Publisher
+from helmproc.engine.publish.ledger import Ledger, read_ledger, shard_group
 from helmproc.engine.publish.pacer import CommitPacer
+from helmproc.engine.publish.releases import ReleasesShard
 from helmproc.engine.safe_paths import make_private_dir
-from helmproc.engine.url_secrets import strip_credentials
 from helmproc.journal import (
     RETRY_ONLY_FROM,
     ChunkPieces,
@@ -98,6 +112,7 @@ class Coordinator:
         options: ExecOptions,
         progress: Progress | None = None,
         pool_factory: Callable[[int], ChunkExecutor] | None = None,
+        ledger: Ledger | None = None,
     ) -> None:
         self.journal = journal
         self.paths = paths
@@ -119,6 +134,10 @@ class Coordinator:
         self._done_parts: dict[int, list[ChunkResult]] = {}
         self._retrying: set[int] = set()  # chunks processed again for --retry-failed
         self._execution = uuid.uuid4().hex  # lets workers reuse the source within this run
+        self.ledger = ledger
+        self._session_files: dict[str, FileEntry] = {}
+        self._session_runs: list[tuple[pa.Table, str]] = []
+        self._session_evals: dict[str, pa.Table] = {}
 
     @property
     def pid_dir(self) -> Path:
@@ -154,11 +173,71 @@ class Coordinator:
                 raise
         self.journal.record_cleaned(cid)
 
-    def _card_text(self) -> str:
-        status = self.journal.status().to_json()
-        where = self.source_config.get("root") or self.source_config.get("base_url")
-        sources = [strip_credentials(str(where))]
-        return render_card(status, sources)
+    def _card_text(self, ledger: Ledger, releases: ReleasesShard | None = None) -> str:
+        extra = releases.rows if releases is not None else ()
+        return dataset_card(
+            self.publisher, ledger, self.source_config, extra, self._session_evals
+        )
+
+    def _remember_published(self, shards: tuple[ShardFact, ...]) -> None:
+        """Keep what this session published (its runs and evaluations tables, from staging,
+        before they are cleaned), so the card needs no download of them."""
+        for fact in shards:
+            path = self.paths.staging / fact.path
+            self._session_files[fact.path] = FileEntry(fact.n_bytes, fact.sha256)
+            if fact.table == "runs":
+                found = shard_group(fact.path)
+                if found is not None:
+                    self._session_runs.append((pq.read_table(path), found[1]))
+            elif fact.table == "evaluations":
+                self._session_evals[fact.path] = pq.read_table(path, columns=EVAL_COLUMNS)
+
+    def _dataset_now(self) -> Ledger:
+        """What the destination holds now: the ledger read at start plus this session's."""
+        assert self.ledger is not None
+        return self.ledger.extended(self._session_files, self._session_runs)
+
+    def _guard(self) -> None:
+        """The Hub's one-writer guard: another commit landed since the ledger was read; read
+        the runs files it added and stop if they hold runs this job has still to publish."""
+        assert self.ledger is not None
+        fresh = read_ledger(self.publisher)
+        mine = {(r.project, r.suite, r.run_name) for c in self.plan.values() for r in c.runs}
+        for key, held in fresh.runs_by_key.items():
+            if (
+                key in mine
+                and held.outcome == "ok"
+                and not held.group.startswith(self.job.job_id + "/")
+                and self.ledger.state(key) is None
+            ):
+                raise DestinationConflictError(
+                    f"{'/'.join(key)} was published into the destination by another job while "
+                    "this one ran; this job stops without publishing it again"
+                )
+
+    def _finish_dataset(self, releases: ReleasesShard | None) -> None:
+        """The job's last step: the releases rows it adds and the card recomputed from what
+        the destination now holds, in one commit, and only if either changes anything (a job
+        that found nothing new writes nothing)."""
+        ledger = self._dataset_now()
+        card = self._card_text(ledger, releases)
+        same_card = False
+        if ledger.files.get(CARD_PATH) is not None:
+            try:
+                same_card = self.publisher.read_bytes(CARD_PATH) == card.encode("utf-8")
+            except (OSError, HelmprocError):
+                same_card = False
+        shards = (releases.fact,) if releases is not None else ()
+        if not shards and same_card:
+            return
+        self.publisher.publish(
+            self.paths.staging,
+            shards,
+            "helmproc: releases table and dataset card",
+            card=None if same_card else card,
+        )
+        if releases is not None:
+            (self.paths.staging / releases.fact.path).unlink(missing_ok=True)
 
     def _committer(self) -> Committer:
         pace = self.options.commits_per_hour
@@ -228,12 +307,19 @@ class Coordinator:
     def execute(self) -> StatusReport:
         """Repair, then process, publish and clean every chunk left; the final status."""
         statuses, repairs = self._repair()
+        assert self.ledger is not None
+        releases = ReleasesShard.build(
+            self.job.job_id,
+            self.job.config.get("release_rows", []),
+            self.paths.staging,
+            self.ledger,
+        )
         pieces = self.journal.chunk_pieces()
         queue: deque[Task] = deque(
             task for cid in repairs.to_process for task in self._tasks_of(cid, pieces.get(cid))
         )
         committer = self._committer()
-        committer.submit_card(self._card_text())  # rides with the session's first commit
+        committer.submit_card(self._card_text(self.ledger))  # rides with the first commit
         for cid in repairs.to_publish:
             committer.submit(cid, statuses[cid].shards)
         staged: dict[int, tuple[ShardFact, ...]] = {
@@ -244,11 +330,11 @@ class Coordinator:
             with StopRequest() as stop:
                 pool = self._loop(stop, pool, queue, committer, staged)
                 self._halted(stop)
-                if not queue:
-                    committer.submit_card(self._card_text(), alone=True)  # the final card
                 committer.close(drain=True)
                 for report in committer.reports(timeout=0):
                     self._check_report(report)
+                if not queue and self._fatal is None:
+                    self._finish_dataset(releases)
         except KeyboardInterrupt:
             pool.kill()  # the second signal: stop at once; resume sweeps what they left
             raise
@@ -274,10 +360,31 @@ class Coordinator:
         make_private_dir(self.paths.scratch, own=True)  # workers' downloads go inside
         shutil.rmtree(self.pid_dir, ignore_errors=True)
         statuses = self.journal.chunk_statuses()
+        if self.ledger is None:
+            self.ledger = read_ledger(self.publisher, pin=True)
+        ledger = self.ledger
+        sweep = getattr(self.publisher, "sweep_temp", None)
+        if sweep is not None and ledger.stray_files:
+            sweep(ledger.stray_files)  # temp files of writers that died (we hold the lock)
+        if hasattr(self.publisher, "guard"):
+            self.publisher.guard = self._guard
+            if ledger.head is not None:
+                self.publisher.commit_on(ledger.head)  # type: ignore[attr-defined]
+            # (no head: the repo did not exist; the first commit runs the guard)
+        rebuild = check_ledger(self.job.job_id, self.plan, statuses, ledger)
+        if rebuild:
+            self.progress.note(
+                f"the destination lacks the runs of {len(rebuild)} published chunks: "
+                "converting and publishing them again"
+            )
         repairs = decide_repairs(
-            statuses, self.paths.staging, self.publisher, retry_failed=self.options.retry_failed
+            statuses,
+            self.paths.staging,
+            self.publisher,
+            retry_failed=self.options.retry_failed,
+            rebuild=rebuild,
         )
-        self._retrying = set(repairs.retried)
+        self._retrying = set(repairs.retried) | set(rebuild)
         if repairs.retried:
             n_runs = sum(1 for c in repairs.retried for o in statuses[c].outcomes if not o.ok)
             self.progress.note(
@@ -365,10 +472,12 @@ class Coordinator:
                 self._check_report(report)
                 for cid in report.chunk_ids:
                     self.journal.record_uploaded(cid, report.commit_id or "")
+                    self._remember_published(staged[cid])
                     self._clean(cid, staged.pop(cid))
                     self.progress.chunk_published(cid, len(self.plan[cid].runs))
             if time.monotonic() - card_at >= self.options.card_interval_s:
-                committer.submit_card(self._card_text())  # rides with the next commit
+                # recomputed from what the destination holds now; rides with the next commit
+                committer.submit_card(self._card_text(self._dataset_now()))
                 card_at = time.monotonic()
         return pool
 

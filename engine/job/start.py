@@ -1,7 +1,10 @@
 """Library entry points: start (or continue) a job, and execute a journaled job.
 
-``start_job`` discovers and plans, then records the job in its journal in one transaction
-before any work: a crash before that commit leaves no job (start again), after it the plan is
+``start_job`` first reads what the destination already holds (``publish/ledger.py``: its
+``runs`` and ``releases`` tables), then discovers and plans only the runs the destination does
+not hold ok (new runs, and runs that failed before), then records the job in its journal in
+one transaction before any work: a crash before that commit leaves no job (start again), after
+it the plan is
 fixed and ``resume`` reuses it. Asking ``start_job`` for a job whose journal already exists
 continues that job instead of planning again. ``execute_job`` rebuilds the source and publisher
 from the journaled config, so ``resume`` needs nothing but the journal.
@@ -15,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from helmproc.engine.errors import BadJournalFileError, ConfigError, JournalError
+from helmproc.engine.facts import RunRef
 from helmproc.engine.job.budget import (
     INITIAL_CHUNK_ESTIMATE,
     Budget,
@@ -35,6 +39,7 @@ from helmproc.engine.job.workdir import (
     remember_latest,
 )
 from helmproc.engine.publish.folder import Publisher
+from helmproc.engine.publish.ledger import Ledger, read_ledger
 from helmproc.engine.publish.registry import publisher_from_config
 from helmproc.engine.safe_paths import make_private_dir
 from helmproc.engine.sources.folder import Source, default_organization
@@ -45,12 +50,81 @@ DEFAULT_CHUNK_SIZE = 16
 
 
 @dataclass(frozen=True)
+class LedgerFacts:
+    """What planning found at the destination, for the summary and ``status``: runs the
+    source matched, runs already in the dataset, runs whose source changed since they were
+    converted (never converted again silently), and damaged groups removed to convert again."""
+
+    matched: int
+    already_present: int
+    changed: tuple[str, ...]
+    damaged_groups: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "matched": self.matched,
+            "already_present": self.already_present,
+            "changed": list(self.changed),
+            "damaged_groups": self.damaged_groups,
+        }
+
+
+@dataclass(frozen=True)
+class PlanInput:
+    """The runs to plan and the releases rows to add, decided from the destination."""
+
+    refs: list[RunRef]
+    release_rows: list[list[str]]
+    facts: LedgerFacts
+
+
+@dataclass(frozen=True)
 class StartedJob:
     journal: Journal
     paths: JobPaths
     continued: bool
     n_runs: int
     n_chunks: int
+    facts: LedgerFacts | None = None
+    ledger: Ledger | None = None
+
+
+def plan_input(discovered: list[RunRef], ledger: Ledger, source: Source) -> PlanInput:
+    """Split the discovered runs by what ``ledger`` holds. A run held ok is skipped; if the
+    source can tell its input sizes now (a local folder) and they differ from the recorded
+    ones, it is reported as changed (and still not converted: never two versions mixed)."""
+    present = ledger.present()
+    sizes_now = getattr(source, "input_sizes", None)
+    refs: list[RunRef] = []
+    changed: list[str] = []
+    n_present = 0
+    for ref in discovered:
+        held = present.get((ref.project, ref.suite, ref.run_name))
+        if held is None:
+            refs.append(ref)
+            continue
+        n_present += 1
+        if sizes_now is not None and held.source_sizes:
+            now = sizes_now(ref)
+            if now is not None and now != held.source_sizes:
+                changed.append(ref.key)
+    wanted = {
+        (r.project, r.release, r.suite, r.run_name) for r in discovered if r.release is not None
+    }
+    release_rows = [list(row) for row in sorted(wanted - ledger.releases)]  # type: ignore[operator]
+    facts = LedgerFacts(len(discovered), n_present, tuple(changed), len(ledger.incomplete_groups))
+    return PlanInput(refs, release_rows, facts)
+
+
+def remove_damaged_groups(publisher: Publisher, ledger: Ledger) -> Ledger:
+    """Delete what is left of groups missing a file (their runs are converted again), in one
+    step; returns the ledger without them."""
+    damaged = ledger.incomplete_groups
+    if not damaged:
+        return ledger
+    paths = sorted(p for g in damaged for p in ledger.groups[g].values())
+    publisher.replace_files([], paths, f"helmproc: remove {len(damaged)} damaged group(s)")
+    return read_ledger(publisher, pin=True)
 
 
 def default_workers() -> int:
@@ -98,16 +172,49 @@ def start_job(
     journal_path: Path | None = None,
     max_file_bytes: int | None = None,
     source_organization: str | None = None,
+    discovered: list[RunRef] | None = None,
 ) -> StartedJob:
     """Plan and record a job (or find it again). ``max_file_bytes`` (``--max-file-bytes``)
     fails runs with a bigger input file; ``source_organization`` (``--source-organization``,
     else the source's default owner, see ``sources.folder.default_organization``) is who
-    published the HELM output. Both are part of the job's identity and config."""
+    published the HELM output. Both are part of the job's identity and config.
+    ``discovered``: the source's runs if the caller listed them already. The source is read
+    before the destination is locked (a bad source touches no destination)."""
     if max_file_bytes is not None and max_file_bytes < 1:
         raise ConfigError(f"--max-file-bytes must be at least 1 byte, got {max_file_bytes}")
     if source_organization is not None and not source_organization.strip():
         raise ConfigError("--source-organization must not be empty")
-    plan = plan_chunks(source.discover(), chunk_size)
+    if discovered is None:
+        discovered = source.discover()
+    with publisher.lock("job"):  # re-entrant: `helmproc run` holds it for the whole job
+        return _start_job(
+            source,
+            publisher,
+            discovered,
+            chunk_size=chunk_size,
+            work_root=work_root,
+            journal_path=journal_path,
+            max_file_bytes=max_file_bytes,
+            source_organization=source_organization,
+        )
+
+
+def _start_job(
+    source: Source,
+    publisher: Publisher,
+    discovered: list[RunRef],
+    *,
+    chunk_size: int,
+    work_root: Path,
+    journal_path: Path | None,
+    max_file_bytes: int | None,
+    source_organization: str | None,
+) -> StartedJob:
+    ledger = read_ledger(publisher, pin=True)
+    inputs = plan_input(discovered, ledger, source)
+    if ledger.incomplete_groups:
+        ledger = remove_damaged_groups(publisher, ledger)
+    plan = plan_chunks(inputs.refs, chunk_size)
     refs = [ref for chunk in plan for ref in chunk.runs]
     limits: dict[str, object] = {}
     if max_file_bytes is not None:
@@ -136,6 +243,8 @@ def start_job(
                 "destination": publisher.config,
                 "chunk_size": chunk_size,
                 **limits,
+                "ledger": inputs.facts.to_json(),
+                "release_rows": inputs.release_rows,
             }
             journal.start_job(job_id, config, job_timestamp(), plan)
         if journal_path is None:
@@ -143,7 +252,9 @@ def start_job(
     except BaseException:
         journal.close()
         raise
-    return StartedJob(journal, paths, existing is not None, len(refs), len(plan))
+    return StartedJob(
+        journal, paths, existing is not None, len(refs), len(plan), inputs.facts, ledger
+    )
 
 
 def execute_job(
@@ -152,23 +263,29 @@ def execute_job(
     progress: Progress | None = None,
     *,
     source_config: dict[str, Any] | None = None,
+    ledger: Ledger | None = None,
+    publisher: Publisher | None = None,
 ) -> StatusReport:
-    """Run the journaled job. ``source_config`` (the live source's config, which may hold
-    credentials the journal never stores: ``url_secrets``) replaces the journaled one for
-    this execution; a ``resume`` has only the journaled one."""
+    """Run the journaled job to its end, holding the destination (one writer at a time).
+    ``source_config`` (the live source's config, which may hold credentials the journal
+    never stores: ``url_secrets``) replaces the journaled one for this execution; a
+    ``resume`` has only the journaled one. ``ledger``: what planning just read (else it is
+    read again here); ``publisher``: the one planning used (a Hub head stays pinned)."""
     job = journal.job()
     if job is None:
         raise JournalError(f"{journal.path} holds no job")
-    publisher = publisher_from_config(job.config["destination"])
-    coordinator = Coordinator(
-        journal,
-        JobPaths.for_journal(journal.path),
-        source_config if source_config is not None else job.config["source"],
-        publisher,
-        options,
-        progress,
-    )
-    return read_back(journal, coordinator.execute())
+    publisher = publisher or publisher_from_config(job.config["destination"])
+    with publisher.lock("job"):
+        coordinator = Coordinator(
+            journal,
+            JobPaths.for_journal(journal.path),
+            source_config if source_config is not None else job.config["source"],
+            publisher,
+            options,
+            progress,
+            ledger=ledger,
+        )
+        return read_back(journal, coordinator.execute())
 
 
 def read_back(journal: Journal, report: StatusReport) -> StatusReport:

@@ -18,6 +18,12 @@ paths' sha256 and, when all match, returns the commit that holds them (the coord
 the job, a manual upload) is committed again whole; the client drops the files whose remote
 oid already matches, so only the missing ones travel.
 
+One writer at a time (the Hub has no lock): ``pin_head`` / ``commit_on`` fix the head the
+ledger was read at, and before any commit whose parent is a head neither that nor this
+publisher's own last commit made, ``guard`` runs (the coordinator re-reads the runs another
+job added and stops on an overlap). ``replace_files`` adds and deletes in one commit
+(compaction, repair); ``list_files`` is the tree listing, ``parquet_rows`` reads a footer.
+
 The token comes from ``HF_TOKEN`` or the huggingface_hub login (``get_token()``) and lives only
 in this object: it is not in ``config`` (which the journal stores), not in ``repr``, and every
 error this module raises has it scrubbed from its text and is raised ``from None`` so the
@@ -26,13 +32,14 @@ client's request objects (which carry the auth header) are not attached.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
 import socket
 import struct
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 from urllib.parse import quote, urlsplit
@@ -41,6 +48,7 @@ from helmproc.engine.chunks.shards import shard_problem
 from helmproc.engine.dataset_layout import CARD_PATH
 from helmproc.engine.errors import ConfigError, PublishError, UnreachableError
 from helmproc.engine.facts import ShardFact
+from helmproc.engine.publish.folder import FileEntry
 from helmproc.engine.publish.hub_failures import (
     RETRYABLE,
     Failure,
@@ -119,6 +127,11 @@ class HubPublisher:
         self._lock = threading.Lock()  # guards the cached head
         self._ready = False
         self._head: str | None = None
+        # Called before a commit whose parent is not a head this publisher knows (pinned when
+        # the ledger was read, or made by its own last commit): someone else committed, so it
+        # re-reads what they published and raises DestinationConflictError on an overlap.
+        self.guard: Callable[[], None] | None = None
+        self._known_head: str | None = None
 
     def __repr__(self) -> str:
         return f"HubPublisher({self.label})"
@@ -350,10 +363,15 @@ class HubPublisher:
             self._head = head
 
     def _commit(
-        self, files: Sequence[tuple[str, Path | bytes]], expected: dict[str, str], message: str
+        self,
+        files: Sequence[tuple[str, Path | bytes]],
+        expected: dict[str, str],
+        message: str,
+        delete: Sequence[str] = (),
     ) -> str:
-        """One commit of ``files`` (path in repo, local file or bytes); returns its oid."""
-        from huggingface_hub import CommitOperationAdd
+        """One commit of ``files`` (path in repo, local file or bytes) and deletions of
+        ``delete``; returns its oid."""
+        from huggingface_hub import CommitOperationAdd, CommitOperationDelete
 
         operation = f"commit {len(files)} file(s) ({message})"
         failures = 0
@@ -361,12 +379,13 @@ class HubPublisher:
         waited = 0.0
         while True:
             parent = self._current_head()
+            self._check_guard(parent)
             ops = [
                 CommitOperationAdd(
                     path_in_repo=path, path_or_fileobj=src if isinstance(src, bytes) else str(src)
                 )
                 for path, src in files
-            ]
+            ] + [CommitOperationDelete(path_in_repo=path) for path in delete]
             try:
                 info = self._api.create_commit(
                     self.repo_id,
@@ -386,7 +405,7 @@ class HubPublisher:
                     self._set_head(None)  # someone else committed: re-read the head
                     continue
                 if failure.ambiguous:
-                    landed = self._landed(expected)
+                    landed = self._landed(expected) if not delete else self._deleted(delete)
                     if landed is not None:  # applied, only the reply was lost: do not re-send
                         self._set_head(None)
                         return landed
@@ -408,7 +427,29 @@ class HubPublisher:
                     continue
                 self._raise(operation, failure)
             self._set_head(info.oid)
+            with self._lock:
+                self._known_head = str(info.oid)
             return str(info.oid)
+
+    def _check_guard(self, parent: str) -> None:
+        """Run ``guard`` once for each head that neither the ledger nor this publisher made."""
+        if self.guard is None:
+            return
+        with self._lock:
+            known = self._known_head
+        if parent == known:
+            return
+        self.guard()
+        with self._lock:
+            self._known_head = parent
+
+    def _deleted(self, delete: Sequence[str]) -> str | None:
+        """After an ambiguous failure of a commit that deletes: the head if it landed."""
+        try:
+            present = self._remote_files(sorted(delete))
+        except PublishError:
+            return None
+        return None if present else self._read_head()
 
     def _landed(self, expected: dict[str, str]) -> str | None:
         """The commit holding every path with its expected sha256, or None (not, or unknown)."""
@@ -503,3 +544,88 @@ class HubPublisher:
             lambda: self._remote_sha256(entry),
             lambda: self._remote_row_count(fact.path, entry.size),
         )
+
+    # -- the destination as a dataset (ledger, verify, compaction) ----------------------
+    def pin_head(self) -> str | None:
+        """Read the branch head now and commit on top of it from here on (None: no repo
+        yet): a later commit by anyone else then makes ours fail with 412 and ``guard`` run."""
+        try:
+            head = self._read_head()
+        except HubRequestError:
+            if self._repo_missing():
+                return None
+            raise
+        self._set_head(head)
+        with self._lock:
+            self._known_head = head
+        return head
+
+    def parquet_rows(self, path: str, size: int) -> int:
+        """Rows of a Parquet file of the repo, from its footer (two range requests)."""
+        return self._remote_row_count(path, size)
+
+    def commit_on(self, head: str) -> None:
+        """Commit on top of ``head`` (the head a ledger was read at), not the current one."""
+        self._set_head(head)
+        with self._lock:
+            self._known_head = head
+
+    def list_files(self, prefix: str = "") -> dict[str, FileEntry]:
+        from huggingface_hub.hf_api import RepoFile
+
+        revision = self._current_head() if self._head is not None else self.revision
+
+        def listing() -> list[Any]:
+            return list(
+                self._api.list_repo_tree(
+                    self.repo_id,
+                    path_in_repo=prefix or None,
+                    recursive=True,
+                    expand=False,
+                    revision=revision,
+                    repo_type="dataset",
+                )
+            )
+
+        try:
+            entries = self._read(f"list {prefix or 'the repo'}", listing)
+        except HubRequestError:
+            if self._repo_missing() or not prefix or self._folder_missing(prefix):
+                return {}
+            raise
+        out: dict[str, FileEntry] = {}
+        for entry in entries:
+            if isinstance(entry, RepoFile):
+                sha = str(entry.lfs.sha256) if entry.lfs is not None else None
+                out[entry.path] = FileEntry(int(entry.size), sha)
+        return dict(sorted(out.items()))
+
+    def _folder_missing(self, prefix: str) -> bool:
+        try:
+            self._api.get_paths_info(
+                self.repo_id, [prefix], repo_type="dataset", revision=self.revision
+            )
+        except Exception as exc:
+            return self._is_not_found(exc)
+        return True  # listed nothing, so nothing is there
+
+    def read_bytes(self, path: str) -> bytes:
+        return self._fetch(path)
+
+    def local_path(self, path: str) -> Path | None:
+        return None
+
+    def replace_files(
+        self, add: Sequence[tuple[str, Path]], delete: Sequence[str], message: str
+    ) -> str:
+        from helmproc.engine.chunks.shards import sha256_file
+
+        self._ensure_repo()
+        expected = {rel: sha256_file(src) for rel, src in add}
+        return self._commit(list(add), expected, message, delete=delete)
+
+    @contextlib.contextmanager
+    def lock(self, what: str) -> Iterator[None]:
+        """The Hub has no lock: one writer at a time is kept by the optimistic ``guard``
+        (every commit names its parent; a moved branch is re-read before committing)."""
+        yield

@@ -185,6 +185,11 @@ class FilteredSource:
     def discover(self) -> list[RunRef]:
         return self.filters.apply(self.inner.discover(), self.inner)
 
+    def input_sizes(self, ref: RunRef) -> str | None:
+        """The inner source's ``input_sizes`` where it has one (a local folder)."""
+        sizes = getattr(self.inner, "input_sizes", None)
+        return sizes(ref) if sizes is not None else None
+
     def fetch(self, ref: RunRef, scratch: Path, *, max_file_bytes: int | None = None) -> Path:
         path: Path = self.inner.fetch(ref, scratch, max_file_bytes=max_file_bytes)
         return path

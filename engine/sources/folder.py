@@ -113,6 +113,18 @@ def check_run_files(root: Path, run_dir: Path, max_file_bytes: int | None) -> No
             raise RunConversionError(name, file_too_large(max_file_bytes, size))
 
 
+def input_sizes_text(run_dir: Path) -> str:
+    """``name=bytes`` of each input file in ``run_dir``, in name order, ``;``-joined: the
+    ``source_sizes`` the ``runs`` table records (one stat per file)."""
+    sizes: list[str] = []
+    for name in sorted(RUN_INPUT_FILES):
+        try:
+            sizes.append(f"{name}={(run_dir / name).stat().st_size}")
+        except FileNotFoundError:
+            continue
+    return ";".join(sizes)
+
+
 def check_location(ref: RunRef) -> None:
     """Refuse a run whose location could leave the source: absolute, or with an empty,
     ``.`` or ``..`` part, a backslash or a NUL (from a bad run name or suite in the index), or
@@ -409,6 +421,13 @@ class DirSource:
         check_run_files(self.root, run_dir, max_file_bytes)
         return run_dir
 
+    def input_sizes(self, ref: RunRef) -> str | None:
+        """The run's ``source_sizes`` as it is now (None when the run is not readable)."""
+        if unsafe_part(ref.location) is not None:
+            return None
+        run_dir = self.root / ref.location
+        return input_sizes_text(run_dir) if run_dir.is_dir() else None
+
     def spec_facts(self, refs: Sequence[RunRef]) -> dict[RunRef, SpecFacts | None]:
         """Method and model of each run, for the run filters (see ``filters``)."""
         return local_spec_facts(self.root, refs)
@@ -476,6 +495,10 @@ class MultiSource:
     def schema_for(self, ref: RunRef) -> HelmSchema | None:
         reader = getattr(self._part(ref), "schema_for", None)
         return reader(ref) if reader is not None else None
+
+    def input_sizes(self, ref: RunRef) -> str | None:
+        sizes = getattr(self._by_project.get(ref.project), "input_sizes", None)
+        return sizes(ref) if sizes is not None else None
 
     def spec_facts(self, refs: Sequence[RunRef]) -> dict[RunRef, SpecFacts | None]:
         out: dict[RunRef, SpecFacts | None] = {}

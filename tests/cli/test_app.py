@@ -135,9 +135,10 @@ def test_second_coordinator_is_refused(tmp_path: Path) -> None:
         while time.monotonic() < deadline and not list(tmp_path.glob(".helmproc/jobs/*/*.lock")):
             time.sleep(0.01)
         second = helmproc(tmp_path, *args, check=False)
-        assert second.returncode == 1
-        assert "journal in use" in second.stderr
-        assert str(first.pid) in second.stderr
+        # the destination's writer lock refuses it first (before the journal's lock would)
+        assert second.returncode == 3
+        assert "destination in use" in second.stderr
+        assert f"pid {first.pid}" in second.stderr
     finally:
         os.killpg(first.pid, signal.SIGKILL)
         first.wait(timeout=30)

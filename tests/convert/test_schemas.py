@@ -48,7 +48,10 @@ def test_runs_table() -> None:
     ok = RunRow(
         ref_for(REAL_RUN_DIRS[0]), "simple/model1", "simple1", "generation", 10, 30, "ok", None
     )
-    failed = RunRow(RunRef("p", "s", "r", None, "x"), None, None, None, 0, 0, "failed", "boom")
+    failed = RunRow(
+        RunRef("p", "s", "r", None, "x"), None, None, None, 0, 0, "failed", "boom",
+        converted_at="1790000000",
+    )
     table = runs_table([ok, failed])
     assert table.schema.equals(RUNS_SCHEMA)
     assert table.to_pylist()[1] == {
@@ -64,6 +67,10 @@ def test_runs_table() -> None:
         "outcome": "failed",
         "error": "boom",
         "metric_source": None,
+        "n_evaluations": 0,
+        "source_sizes": None,
+        "source_crc32c": None,
+        "converted_at": "1790000000",
     }
     assert runs_table([]).num_rows == 0
 

@@ -30,6 +30,10 @@ def test_runs_table_puts_every_field_under_its_own_name() -> None:
         outcome="ok",
         error="error-e",
         metric_source="schema:releases/rel-2/schema.json",
+        n_evaluations=13,
+        source_sizes="stats.json=5",
+        source_crc32c="0000abcd",
+        converted_at="1790000000",
     )
     assert runs_table([row]).to_pylist() == [
         {
@@ -45,6 +49,10 @@ def test_runs_table_puts_every_field_under_its_own_name() -> None:
             "outcome": "ok",
             "error": "error-e",
             "metric_source": "schema:releases/rel-2/schema.json",
+            "n_evaluations": 13,
+            "source_sizes": "stats.json=5",
+            "source_crc32c": "0000abcd",
+            "converted_at": "1790000000",
         }
     ]
 

@@ -14,7 +14,7 @@ import pytest
 from helmproc.engine.job.coordinator import Coordinator
 from helmproc.engine.job.options import ExecOptions
 from helmproc.engine.job.start import StartedJob, execute_job, start_job
-from helmproc.engine.publish.folder import DirPublisher
+from helmproc.engine.publish.folder import LOCK_PATH, DirPublisher
 from helmproc.engine.sources.folder import DirSource
 from helmproc.journal import StatusReport
 
@@ -23,11 +23,12 @@ FIXED_EPOCH = "1790000000"
 
 
 def folder_digest(root: Path) -> dict[str, str]:
-    """Relative path -> sha256 of every file under ``root``."""
+    """Relative path -> sha256 of every file of the dataset under ``root`` (not the writer
+    lock, which is no part of the dataset)."""
     return {
         str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(root.rglob("*"))
-        if p.is_file()
+        if p.is_file() and p.name != LOCK_PATH
     }
 
 

@@ -41,6 +41,7 @@ from helmproc.engine.publish.hub_failures import (
     RetryPolicy,
     scrub,
 )
+from helmproc.engine.publish.ledger import read_ledger
 from helmproc.engine.publish.pacer import CommitPacer
 from helmproc.engine.sources.folder import DirSource
 from helmproc.journal import Journal
@@ -166,7 +167,10 @@ def test_two_upload_workers_small_commits_and_periodic_cards(
     assert hub_digest(hub) == reference  # the final card is the last word
     assert set(times_added(hub).values()) == {1}
     ours = [c for c in hub.commits(REPO) if c.author == "client"]
-    data = [c for c in ours if any(p.endswith(".parquet") for p in c.added)]
+    data = [  # chunk commits (the releases table rides with the final card)
+        c for c in ours
+        if any(p.endswith(".parquet") and not p.startswith("releases/") for p in c.added)
+    ]
     assert len(data) == 5 and all(len(c.added) <= 4 for c in data)
     assert sum("README.md" in c.added for c in data) >= 2  # refreshed, not only the first
 
@@ -184,9 +188,10 @@ def test_card_configs_load_with_datasets_mid_job_and_at_the_end(
         coord = coordinator(journal, started, pub)
         result = w_process_chunk(coord._spec(0))
         journal.record_processed(0, result.shards, result.outcomes)
-        pub.publish(coord.paths.staging, result.shards, "first", card=coord._card_text())
+        card = coord._card_text(read_ledger(pub))
+        pub.publish(coord.paths.staging, result.shards, "first", card=card)
 
-    def load(config: str, name: str) -> datasets.Dataset:
+    def load(config: str | None, name: str) -> datasets.Dataset:
         local = snapshot_download(
             REPO, repo_type="dataset", local_dir=tmp_path / name, endpoint=hub.url
         )
@@ -200,7 +205,9 @@ def test_card_configs_load_with_datasets_mid_job_and_at_the_end(
         report = coordinator(journal, started, pub).execute().to_json()
     assert report["done"]
     assert load("instances", "end").num_rows == report["rows"]
+    assert load(None, "end-default").num_rows == report["rows"]  # the default config
     assert load("runs", "end-runs").num_rows == 12
+    assert load("releases", "end-releases").num_rows == 12
     assert load("evaluations", "end-evals").num_rows > 0
 
 
