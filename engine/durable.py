@@ -128,6 +128,9 @@ def place_copy(src: Path, final: Path) -> None:
     the file system allows it (no bytes copied), else a copy. The caller fsyncs ``final``'s
     folder (once for many files)."""
     final.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(OSError):
+        if os.path.samefile(src, final):
+            return  # placed before from this very file (a resume re-publishing a chunk)
     temp = temp_path(final)
     temp.unlink(missing_ok=True)
     try:
@@ -137,6 +140,8 @@ def place_copy(src: Path, final: Path) -> None:
             shutil.copyfile(src, temp)
             fsync_file(temp)
     os.replace(temp, final)
+    # rename() of two links of one file succeeds and does nothing (POSIX): the temp name stays
+    temp.unlink(missing_ok=True)
 
 
 def remove_temp_files(root: Path) -> int:

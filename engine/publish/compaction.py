@@ -1,9 +1,9 @@
 """Compaction: rewrite many small groups of a dataset into few large ones.
 
 A group (``ledger.py``) is the ``instances``, ``evaluations`` and ``runs`` files of the same
-runs. Compaction packs consecutive groups (sorted by name) into batches of about
+runs. Compaction packs consecutive small groups (sorted by name) into batches of about
 ``target_bytes`` of ``instances``, and writes each batch as one new group named after a hash
-of its input groups (``c<hash>/0000/000000``): the rows of its inputs in input order, with the
+of its input groups (``compacted-<hash>/0000/000000``): the rows of its inputs in input order, with the
 shard writer's fixed options, so the same inputs give byte-identical outputs and the row
 multiset is unchanged. All ``releases`` files are merged into one the same way.
 
@@ -64,6 +64,10 @@ SCHEMAS: dict[str, pa.Schema] = {
     RELEASES_TABLE: RELEASES_SCHEMA,
 }
 JOURNAL_NAME = "compact.jsonl"
+# Compaction outputs are named compacted-<hash of the inputs>/0000/000000 (a job's groups are
+# <job id>/<chunk>/<piece>), and only groups under target / SMALL_SHARE are packed.
+COMPACTED_PREFIX = "compacted-"
+SMALL_SHARE = 4
 
 
 def compaction_notice(publisher: Publisher) -> str | None:
@@ -90,10 +94,27 @@ class Batch:
     outputs: dict[str, str]  # table -> output path
 
 
+def is_compacted(group: str) -> bool:
+    """A group a compaction wrote (never packed again)."""
+    return group.startswith(COMPACTED_PREFIX)
+
+
 def plan_batches(ledger: Ledger, target_bytes: int) -> list[Batch]:
-    """Deterministic batches: complete groups in name order, packed while their ``instances``
-    bytes stay under ``target_bytes``; a batch of one group is left alone."""
-    complete = sorted(g for g, m in ledger.groups.items() if len(m) == len(GROUP_TABLES))
+    """Deterministic batches: the small complete groups (``instances`` under a quarter of
+    ``target_bytes``, not written by a compaction) in name order, packed while their
+    ``instances`` bytes stay under ``target_bytes``; a batch of one group is left alone.
+
+    Compacting twice is compacting once: outputs are never inputs again, and two small groups
+    sum to under half the target, so only the last batch can be a lone group; the next
+    compaction finds at most that one small group and leaves it alone."""
+    small = target_bytes / SMALL_SHARE
+    complete = sorted(
+        g
+        for g, m in ledger.groups.items()
+        if len(m) == len(GROUP_TABLES)
+        and not is_compacted(g)
+        and ledger.files[m["instances"]].size < small
+    )
     batches: list[list[str]] = []
     current: list[str] = []
     size = 0
@@ -114,7 +135,7 @@ def plan_batches(ledger: Ledger, target_bytes: int) -> list[Batch]:
             "\n".join(f"{g}:{ledger.files[ledger.groups[g]['instances']].size}" for g in groups)
             .encode()
         ).hexdigest()[:12]
-        name = f"c{digest}/0000/000000"
+        name = f"{COMPACTED_PREFIX}{digest}/0000/000000"
         out.append(
             Batch(
                 name,
@@ -125,11 +146,12 @@ def plan_batches(ledger: Ledger, target_bytes: int) -> list[Batch]:
     releases = ledger.files_of(RELEASES_TABLE)
     if len(releases) > 1:
         digest = hashlib.sha256("\n".join(releases).encode()).hexdigest()[:12]
+        folder = f"{COMPACTED_PREFIX}{digest}"
         out.append(
             Batch(
-                f"c{digest}",
+                folder,
                 {RELEASES_TABLE: tuple(releases)},
-                {RELEASES_TABLE: f"{RELEASES_TABLE}/c{digest}/{RELEASES_TABLE}.parquet"},
+                {RELEASES_TABLE: f"{RELEASES_TABLE}/{folder}/{RELEASES_TABLE}.parquet"},
             )
         )
     return out

@@ -259,6 +259,9 @@ def test_compaction_killed_at_random_points_then_resumed_keeps_every_row(tmp_pat
     helmproc(tmp_path / "ref", "compact", "--to", str(reference), "--target-size", "200K")
     assert len(list(reference.rglob("*.parquet"))) < n_files
     assert rows_multiset(reference) == rows
+    once = folder_digest(reference)
+    helmproc(tmp_path / "ref", "compact", "--to", str(reference), "--target-size", "200K")
+    assert folder_digest(reference) == once  # compacting twice is compacting once
 
     work = tmp_path / "killed"
     work.mkdir()

@@ -760,6 +760,10 @@ def test_status_report_numbers(path: Path) -> None:
         "chunk_failures": [{"chunk_id": 1, "attempts": 2, "reason": "worker died again"}],
         "started_at": job.started_at,
         "updated_at": last_at,
+        # a synthetic journal: no dataset was read at planning, so nothing matched there
+        "already_present": 0,
+        "matched": None,
+        "changed": [],
     }
     json.dumps(report.to_json())  # serialisable as is
 

@@ -312,8 +312,8 @@ def test_shards_from_http_equal_shards_from_dir(
 
     def card(root: Path) -> list[str]:
         text = (root / "README.md").read_text().replace(dir_id, "JOB").replace(http_id, "JOB")
-        return [line for line in text.splitlines() if str(tree.resolve()) not in line
-                and "127.0.0.1" not in line]
+        return [line for line in text.splitlines()
+                if not line.startswith("HELM benchmark output from ")]
 
     assert card(tmp_path / "http") == card(tmp_path / "dir")
     # nothing downloaded is left behind once the chunks are published
