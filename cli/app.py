@@ -75,6 +75,7 @@ from helmproc.engine.job.workdir import (
     record_runtime_options,
     recorded_runtime_options,
 )
+from helmproc.engine.lean_imports import refuse_pandas
 from helmproc.engine.publish.compaction import compact as compact_dataset
 from helmproc.engine.publish.compaction import compaction_notice
 from helmproc.engine.publish.registry import destination_label, make_publisher
@@ -634,6 +635,7 @@ app.command(
 
 
 def main() -> None:
+    refuse_pandas()  # pyarrow would import it in this process for nothing (lean_imports.py)
     try:
         rc = app(standalone_mode=False)
         sys.stdout.flush()  # a closed output fails here, through the error table below

@@ -38,6 +38,7 @@ from helmproc.engine.chunks.worker import (
 from helmproc.engine.durable import write_bytes
 from helmproc.engine.errors import ConfigError, PublishError
 from helmproc.engine.job.interrupts import worker_sigint
+from helmproc.engine.lean_imports import refuse_pandas
 
 LOCAL = "local"
 DASK_SCHEME = "dask://"
@@ -73,6 +74,7 @@ def init_worker() -> None:
     coordinator: ``chunks/lifeline.py``)."""
     worker_sigint()
     die_with_parent()
+    refuse_pandas()  # pyarrow would import it in every worker for nothing (lean_imports.py)
 
 
 def make_pool(max_workers: int) -> ProcessPoolExecutor:
