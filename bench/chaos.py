@@ -75,6 +75,8 @@ sys.path.insert(0, str(BENCH))
 
 from corpus import uniform_plan, write_corpus  # noqa: E402 - bench/corpus.py
 
+from helmproc.engine.chunks.hold_points import ENV as HOLD_ENV  # noqa: E402
+from helmproc.engine.chunks.hold_points import gate  # noqa: E402
 from helmproc.journal import LEGAL_TRANSITIONS, ChunkState, Journal  # noqa: E402
 from tests.fakes.bucket_server import BucketServer  # noqa: E402 - lives in tests/
 from tests.fakes.fake_hub import FakeHub, Fault  # noqa: E402
@@ -211,6 +213,7 @@ class Lab:
         self.reference_s = 0.0
         # what the reference run did, by kill-point kind (events, shards, uploads, commits)
         self.reference_counts: Counter[str] = Counter()
+        self.n_chunks = 0
 
     def __enter__(self) -> Lab:
         if self.uniform is None:
@@ -265,6 +268,8 @@ class Lab:
                 raise RuntimeError(f"reference run failed ({proc.returncode}):\n{proc.stderr}")
             self.reference_files = hub.files(REPO)
             self.reference_counts = event_counts(journal_of(work))
+            with Journal.open(journal_of(work), readonly=True) as journal:  # type: ignore[arg-type]
+                self.n_chunks = len(journal.plan())
             self.reference_counts["shard-write"] = sum(
                 1 for p in self.reference_files if p.endswith(".parquet")
             )
@@ -439,11 +444,22 @@ def invoke(
     point: KillPoint | None,
     hub: HubKiller,
     coordinator_only: bool = False,
+    hold_last: int | None = None,
 ) -> Invocation:
     """Run one helmproc command, killing its process group (or its coordinator alone) when
-    ``point`` is reached; after a coordinator-only kill, list the orphans left."""
+    ``point`` is reached; after a coordinator-only kill, list the orphans left.
+
+    ``hold_last`` (the job's last chunk id): a timed point holds that chunk at its start until
+    the kill (``engine/chunks/hold_points.py``), so the invocation cannot end before its time
+    however fast the machine is."""
     killer = Killer(coordinator_only)
     orphans: list[str] = []
+    door: Path | None = None
+    if hold_last is not None and point is not None and point.kind == "time":
+        (work / "hold").mkdir(exist_ok=True)
+        door = gate(work / "hold", hold_last)
+        door.touch()
+        env = dict(env, **{HOLD_ENV: str(work / "hold")})
     err_path = work / f"stderr-{len(list(work.glob('stderr-*')))}.txt"
     journal = journal_of(work)
     base = event_counts(journal)
@@ -487,6 +503,8 @@ def invoke(
     finally:
         hub.arm(None, 0)
         kill_group(proc.pid)  # leftovers of a group whose leader exited on its own
+        if door is not None:
+            door.unlink(missing_ok=True)
     return Invocation(
         args[0],
         point,
@@ -538,12 +556,14 @@ def run_scenario(
     work: Path,
     hub: FakeHub | None = None,
     coordinator_only: bool = False,
+    hold_timed: bool = False,
 ) -> Outcome:
     """Run the lab's job under ``plan`` until an invocation finishes, then ``check`` it.
 
     The job publishes to ``hub`` if given (the caller starts and stops it), else to a fake
     Hub of its own. ``coordinator_only``: each kill takes the coordinator alone, and the
-    processes it leaves behind are orphans (problems of the outcome).
+    processes it leaves behind are orphans (problems of the outcome). ``hold_timed``: an
+    invocation with a timed point cannot finish before it (its last chunk is held until then).
     """
     work.mkdir(parents=True)
     outcome = Outcome(plan)
@@ -558,7 +578,8 @@ def run_scenario(
             started = (work / ".helmproc" / "latest").exists()
             args = ["resume", *lab.exec_args()] if started else lab.run_args()
             try:
-                inv = invoke(args, work, env, point, killer, coordinator_only)
+                hold_last = lab.n_chunks - 1 if hold_timed else None
+                inv = invoke(args, work, env, point, killer, coordinator_only, hold_last)
             except TimeoutError as exc:
                 outcome.problems.append(str(exc))
                 return outcome
