@@ -17,6 +17,9 @@ does: see "Coordinator-only kills" below):
     lfs-upload     as the Hub receives the nth LFS upload (the upload is cut off)
     commit-sent    as the Hub receives the nth commit, before it is applied (it never lands)
     commit-landed  right after the Hub applied the nth commit, before the reply is sent
+    final-commit-sent    as the Hub receives the job's final commit (releases table and card),
+                         before it is applied (it never lands)
+    final-commit-landed  right after the Hub applied the final commit, before the reply
 
 then runs ``helmproc resume`` (``run`` again when the kill came before the job was recorded),
 killing it at the plan's next point, and so on until an invocation finishes. ``check``
@@ -91,8 +94,11 @@ POLL_S = 0.002
 INVOCATION_TIMEOUT_S = 180.0
 TIMED_KINDS = ("time",)
 JOURNAL_KINDS = ("processed", "uploaded")
-HUB_KINDS = ("lfs-upload", "commit-sent", "commit-landed")
+FINAL_KINDS = ("final-commit-sent", "final-commit-landed")
+HUB_KINDS = ("lfs-upload", "commit-sent", "commit-landed", *FINAL_KINDS)
 KINDS = (*TIMED_KINDS, *JOURNAL_KINDS, "shard-write", *HUB_KINDS)
+# The title of the job's last commit (the releases table and the final card).
+FINAL_COMMIT_TITLE = "helmproc: releases table and dataset card"
 HUB_ROUTE = {"lfs-upload": "lfs-put", "commit-sent": "commit", "commit-landed": "commit"}
 # How long the fork server and workers may take to go after the coordinator was killed alone
 # (their watchdog polls every 0.2 s).
@@ -112,6 +118,8 @@ class KillPoint:
     def describe(self) -> str:
         if self.kind == "time":
             return f"time {self.at_s:.2f}s"
+        if self.kind in FINAL_KINDS:
+            return self.kind
         return f"{self.kind} #{self.nth}"
 
 
@@ -370,9 +378,14 @@ class HubKiller:
             return faults
 
         def apply_hook(*args: Any) -> Any:
+            final = args[-1] == "client" and args[2] == FINAL_COMMIT_TITLE
+            if final and self._hit_final("final-commit-sent"):
+                raise ConnectionError("killed as the final commit arrived")  # never applied
             commit = apply_commit(*args)
             if args[-1] == "client":
                 self._hit("commit", ("commit-landed",))
+            if final:
+                self._hit_final("final-commit-landed")
             return commit
 
         hub._faults_for = faults_hook  # type: ignore[method-assign]
@@ -385,6 +398,15 @@ class HubKiller:
             self.killer = killer or Killer()
             self.seen.clear()
             self.fired.clear()
+
+    def _hit_final(self, kind: str) -> bool:
+        with self.lock:
+            if self.point is None or self.point.kind != kind:
+                return False
+            self.point = None
+            self.killer.kill(self.pgid)
+            self.fired.set()
+            return True
 
     def _hit(self, route: str, kinds: tuple[str, ...]) -> bool:
         with self.lock:

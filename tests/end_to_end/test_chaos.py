@@ -64,6 +64,16 @@ def test_killed_at_named_moments_resume_equals_uninterrupted(
     assert outcome.fired == list(plan), describe(outcome)  # every kill happened
 
 
+def test_killed_during_the_final_commit_resume_publishes_it(lab: Lab, tmp_path: Path) -> None:
+    # the job's last commit (releases table and card) cut off as it reaches the Hub; then the
+    # resume's only commit (the same) applied but its reply lost: the journal must not say
+    # "done" before the final commit landed, or resume would skip it
+    plan = (KillPoint("final-commit-sent"), KillPoint("final-commit-landed"))
+    outcome = run_scenario(lab, plan, tmp_path / "job")
+    assert outcome.survived, describe(outcome)
+    assert outcome.fired == list(plan), describe(outcome)
+
+
 def test_killed_at_seeded_times_resume_equals_uninterrupted(lab: Lab, tmp_path: Path) -> None:
     # timed kills spread over the uninterrupted run's duration, plus seeded named moments; an
     # invocation with a timed kill holds its last chunk until the kill (hold_timed), so the
