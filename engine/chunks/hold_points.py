@@ -38,8 +38,13 @@ def gate(folder: Path, chunk_id: int) -> Path:
 
 def held_marks(folder: Path, chunk_id: int) -> list[int]:
     """Pids of the workers that were held at chunk ``chunk_id`` (in the order they came)."""
-    marks = sorted(folder.glob(f"{gate(folder, chunk_id).name}.held-*"), key=os.path.getmtime)
-    return [int(p.read_text()) for p in marks]
+    found: list[tuple[float, int]] = []
+    for mark in folder.glob(f"{gate(folder, chunk_id).name}.held-*"):
+        try:
+            found.append((mark.stat().st_mtime, int(mark.read_text())))
+        except (OSError, ValueError):
+            continue  # removed since the listing
+    return [pid for _, pid in sorted(found)]
 
 
 def hold_at_chunk_start(chunk_id: int) -> None:
@@ -52,7 +57,7 @@ def hold_at_chunk_start(chunk_id: int) -> None:
         return
     pid = os.getpid()
     mark = door.with_name(f"{door.name}.held-{pid}")
-    part = mark.with_name(mark.name + ".part")
+    part = door.with_name(f"{door.name}.writing-{pid}")  # not a mark until renamed
     part.write_text(str(pid))
     os.replace(part, mark)
     deadline = time.monotonic() + MAX_HOLD_S
