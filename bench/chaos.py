@@ -6,7 +6,9 @@ bucket (``tests/bucket_server.py``) and converts it once without interruption in
 (``tests/fake_hub.py``): that repo is the reference, and its wall time sets the scale of the
 timed kills. ``run_scenario`` then runs the same job as a subprocess (``helmproc run
 --source <bucket> ... --repo-id``) into a fresh fake Hub, and for each ``KillPoint`` of its plan
-``SIGKILL``s the whole process group (coordinator, pool, forkserver) when the point is reached:
+``SIGKILL``s the whole process group (coordinator, pool, forkserver) when the point is reached
+(or, with ``--coordinator-only``, the coordinator process alone, as the kernel's OOM killer
+does: see "Coordinator-only kills" below):
 
     time           t seconds after launch (drawn over the reference run's duration)
     processed      right after the nth new ``processed`` event appears in the journal
@@ -15,6 +17,9 @@ timed kills. ``run_scenario`` then runs the same job as a subprocess (``helmproc
     lfs-upload     as the Hub receives the nth LFS upload (the upload is cut off)
     commit-sent    as the Hub receives the nth commit, before it is applied (it never lands)
     commit-landed  right after the Hub applied the nth commit, before the reply is sent
+    final-commit-sent    as the Hub receives the job's final commit (releases table and card),
+                         before it is applied (it never lands)
+    final-commit-landed  right after the Hub applied the final commit, before the reply
 
 then runs ``helmproc resume`` (``run`` again when the kill came before the job was recorded),
 killing it at the plan's next point, and so on until an invocation finishes. ``check``
@@ -23,10 +28,23 @@ staging and scratch, every run exactly once in the ``runs`` table, every chunk's
 history a legal sequence ending ``cleaned``, the journaled commits exactly the Hub's commits
 that carry shards (each holding its chunk's shards), and no shard path committed twice.
 
+Coordinator-only kills (``--coordinator-only``): each kill is ``SIGKILL`` to the coordinator's
+pid alone. The fork server and the workers must then go by themselves: right before the kill
+the harness notes the coordinator's descendants, and within ``ORPHAN_GRACE_S`` of the kill
+every one of them and every process of the job's process group must be gone; any left is an
+orphan (reported, counted, then killed so the run goes on). With ``--runs R --instances I``
+the corpus is ``bench/corpus.py``'s uniform MMLU-like runs instead of fixture copies, so the
+job runs long enough (42-52 s on a shared 2-core machine with ``--runs 36 --instances 2000``)
+for the Hub kill points (drawn over the reference run's counts of uploads and commits) to land
+in the middle of publishing. The kinds of the kill points rotate through all of ``KINDS``.
+
 Nothing persists across a crash of this script but its temporary folder (removed at the end
-unless ``--keep``). Run: ``python bench/chaos.py [--points 50] [--seed 1]``; it prints
+unless ``--keep``). Run: ``python bench/chaos.py [--points 50] [--seed 1]`` (or
+``python bench/chaos.py --coordinator-only --runs 36 --instances 2000 --points 10``); it prints
 ``survived N/M`` where M counts the kill points that fired and N those whose job still ended
-equal to the reference. ``tests/test_chaos.py`` runs a few fixed points of the same harness.
+equal to the reference, then the orphans and the duplicates (a destination file committed
+twice, a run twice in ``runs``) found. ``tests/end_to_end/test_chaos.py`` runs a few fixed
+points of the same harness.
 """
 
 from __future__ import annotations
@@ -49,12 +67,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-ROOT = Path(__file__).resolve().parent.parent
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(BENCH))
 
+from corpus import uniform_plan, write_corpus  # noqa: E402 - bench/corpus.py
+
+from helmproc.engine.chunks.hold_points import ENV as HOLD_ENV  # noqa: E402
+from helmproc.engine.chunks.hold_points import gate  # noqa: E402
 from helmproc.journal import LEGAL_TRANSITIONS, ChunkState, Journal  # noqa: E402
 from tests.fakes.bucket_server import BucketServer  # noqa: E402 - lives in tests/
 from tests.fakes.fake_hub import FakeHub, Fault  # noqa: E402
@@ -69,9 +94,17 @@ POLL_S = 0.002
 INVOCATION_TIMEOUT_S = 180.0
 TIMED_KINDS = ("time",)
 JOURNAL_KINDS = ("processed", "uploaded")
-HUB_KINDS = ("lfs-upload", "commit-sent", "commit-landed")
+FINAL_KINDS = ("final-commit-sent", "final-commit-landed")
+HUB_KINDS = ("lfs-upload", "commit-sent", "commit-landed", *FINAL_KINDS)
 KINDS = (*TIMED_KINDS, *JOURNAL_KINDS, "shard-write", *HUB_KINDS)
+# The title of the job's last commit (the releases table and the final card).
+FINAL_COMMIT_TITLE = "helmproc: releases table and dataset card"
 HUB_ROUTE = {"lfs-upload": "lfs-put", "commit-sent": "commit", "commit-landed": "commit"}
+# How long the fork server and workers may take to go after the coordinator was killed alone
+# (their watchdog polls every 0.2 s).
+ORPHAN_GRACE_S = 5.0
+# How ``check`` begins a problem that is a file or a run present twice.
+DUPLICATE_PREFIXES = ("duplicate:",)
 
 
 @dataclass(frozen=True)
@@ -85,6 +118,8 @@ class KillPoint:
     def describe(self) -> str:
         if self.kind == "time":
             return f"time {self.at_s:.2f}s"
+        if self.kind in FINAL_KINDS:
+            return self.kind
         return f"{self.kind} #{self.nth}"
 
 
@@ -97,6 +132,25 @@ def draw_plan(rng: random.Random, reference_s: float, max_kills: int = 3) -> tup
             plan.append(KillPoint("time", at_s=round(rng.uniform(0.02, 1.0) * reference_s, 3)))
         else:
             plan.append(KillPoint(kind, nth=rng.randint(1, 3)))
+    return tuple(plan)
+
+
+def draw_spread_plan(
+    rng: random.Random, lab: Lab, kinds: list[str], max_kills: int = 2
+) -> tuple[KillPoint, ...]:
+    """Kill points for a long job, one per kind taken from the front of ``kinds`` (the caller
+    rotates them), each drawn over the whole job: a time within the reference run, the nth of
+    its events (processed/uploaded, shards written, LFS uploads, commits) up to half what the
+    reference counted, so the kill lands anywhere in the job, mid-publish included."""
+    plan: list[KillPoint] = []
+    for _ in range(rng.randint(1, max_kills)):
+        kind = kinds.pop(0)
+        kinds.append(kind)
+        if kind == "time":
+            plan.append(KillPoint("time", at_s=round(rng.uniform(0.05, 0.7) * lab.reference_s, 3)))
+        else:
+            top = max(1, lab.reference_counts[kind] // 2)
+            plan.append(KillPoint(kind, nth=rng.randint(1, top)))
     return tuple(plan)
 
 
@@ -152,19 +206,32 @@ class Lab:
         chunk_size: int = 2,
         workers: int = 2,
         upload_workers: int = 1,
+        uniform: tuple[int, int] | None = None,
     ) -> None:
         self.root = root
         self.copies = copies
         self.chunk_size = chunk_size
         self.workers = workers
         self.upload_workers = upload_workers
+        # (runs, instances per run): bench/corpus.py's uniform runs instead of fixture copies
+        self.uniform = uniform
         self.bucket = BucketServer()
         self.names: list[str] = []
         self.reference_files: dict[str, str] = {}
         self.reference_s = 0.0
+        # what the reference run did, by kill-point kind (events, shards, uploads, commits)
+        self.reference_counts: Counter[str] = Counter()
+        self.n_chunks = 0
 
     def __enter__(self) -> Lab:
-        self.names = make_corpus(self.root / "corpus", self.copies)
+        if self.uniform is None:
+            self.names = make_corpus(self.root / "corpus", self.copies)
+        else:
+            runs, instances = self.uniform
+            made = write_corpus(
+                self.root / "corpus", uniform_plan(runs, instances), release=RELEASE
+            )
+            self.names = sorted(run.name for run in made.runs)
         self.bucket.mount(f"{PROJECT}/benchmark_output", self.root / "corpus")
         self.bucket.start()
         try:
@@ -208,6 +275,17 @@ class Lab:
             if proc.returncode != 0:
                 raise RuntimeError(f"reference run failed ({proc.returncode}):\n{proc.stderr}")
             self.reference_files = hub.files(REPO)
+            self.reference_counts = event_counts(journal_of(work))
+            with Journal.open(journal_of(work), readonly=True) as journal:  # type: ignore[arg-type]
+                self.n_chunks = len(journal.plan())
+            self.reference_counts["shard-write"] = sum(
+                1 for p in self.reference_files if p.endswith(".parquet")
+            )
+            self.reference_counts["lfs-upload"] = hub.counts["lfs-put"]
+            self.reference_counts["commit-sent"] = hub.counts["commit"]
+            self.reference_counts["commit-landed"] = hub.counts["commit"]
+            for kind in FINAL_KINDS:  # one final commit per job
+                self.reference_counts[kind] = 1
         finally:
             hub.stop()
 
@@ -220,6 +298,54 @@ def kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+class Killer:
+    """How an invocation is killed: its whole process group, or (``coordinator_only``) the
+    coordinator's pid alone, noting its descendants right before so ``orphans`` can tell
+    whether they went by themselves."""
+
+    def __init__(self, coordinator_only: bool = False) -> None:
+        self.coordinator_only = coordinator_only
+        self.family: list[psutil.Process] = []
+
+    def kill(self, pid: int) -> None:
+        if not self.coordinator_only:
+            kill_group(pid)
+            return
+        try:
+            self.family = psutil.Process(pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            self.family = []
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def orphans(self, pgid: int, grace_s: float = ORPHAN_GRACE_S) -> list[str]:
+        """Processes of the killed coordinator still alive ``grace_s`` after its death: its
+        descendants as they were at the kill, and any process left in its process group."""
+        _, alive = psutil.wait_procs([*self.family, *group_members(pgid)], timeout=grace_s)
+        left = {p.pid: p for p in alive}
+        left.update({p.pid: p for p in group_members(pgid)})  # any the snapshot missed
+        found = []
+        for proc in left.values():
+            try:
+                found.append(f"pid {proc.pid} {' '.join(proc.cmdline())[:80]}")
+            except psutil.Error:
+                continue  # gone since
+        return sorted(found)
+
+
+def group_members(pgid: int) -> list[psutil.Process]:
+    members = []
+    for proc in psutil.process_iter():
+        try:
+            if os.getpgid(proc.pid) == pgid:
+                members.append(proc)
+        except (ProcessLookupError, psutil.Error):
+            continue
+    return members
 
 
 def _quiet_handle_error(request: object, client_address: object) -> None:
@@ -241,6 +367,7 @@ class HubKiller:
         self.lock = threading.Lock()
         self.point: KillPoint | None = None
         self.pgid = 0
+        self.killer = Killer()
         self.seen: Counter[str] = Counter()
         self.fired = threading.Event()
         faults_for = hub._faults_for
@@ -253,20 +380,35 @@ class HubKiller:
             return faults
 
         def apply_hook(*args: Any) -> Any:
+            final = args[-1] == "client" and args[2] == FINAL_COMMIT_TITLE
+            if final and self._hit_final("final-commit-sent"):
+                raise ConnectionError("killed as the final commit arrived")  # never applied
             commit = apply_commit(*args)
             if args[-1] == "client":
                 self._hit("commit", ("commit-landed",))
+            if final:
+                self._hit_final("final-commit-landed")
             return commit
 
         hub._faults_for = faults_hook  # type: ignore[method-assign]
         hub._apply_commit = apply_hook  # type: ignore[method-assign]
 
-    def arm(self, point: KillPoint | None, pgid: int) -> None:
+    def arm(self, point: KillPoint | None, pgid: int, killer: Killer | None = None) -> None:
         with self.lock:
             self.point = point if point is not None and point.kind in HUB_KINDS else None
             self.pgid = pgid
+            self.killer = killer or Killer()
             self.seen.clear()
             self.fired.clear()
+
+    def _hit_final(self, kind: str) -> bool:
+        with self.lock:
+            if self.point is None or self.point.kind != kind:
+                return False
+            self.point = None
+            self.killer.kill(self.pgid)
+            self.fired.set()
+            return True
 
     def _hit(self, route: str, kinds: tuple[str, ...]) -> bool:
         with self.lock:
@@ -277,7 +419,7 @@ class HubKiller:
             if self.seen[point.kind] < point.nth:
                 return False
             self.point = None
-            kill_group(self.pgid)
+            self.killer.kill(self.pgid)
             self.fired.set()
             return True
 
@@ -316,12 +458,32 @@ class Invocation:
     returncode: int
     seconds: float
     stderr: str
+    orphans: list[str] = field(default_factory=list)
 
 
 def invoke(
-    args: list[str], work: Path, env: dict[str, str], point: KillPoint | None, hub: HubKiller
+    args: list[str],
+    work: Path,
+    env: dict[str, str],
+    point: KillPoint | None,
+    hub: HubKiller,
+    coordinator_only: bool = False,
+    hold_last: int | None = None,
 ) -> Invocation:
-    """Run one helmproc command, killing its process group when ``point`` is reached."""
+    """Run one helmproc command, killing its process group (or its coordinator alone) when
+    ``point`` is reached; after a coordinator-only kill, list the orphans left.
+
+    ``hold_last`` (the job's last chunk id): a timed point holds that chunk at its start until
+    the kill (``engine/chunks/hold_points.py``), so the invocation cannot end before its time
+    however fast the machine is."""
+    killer = Killer(coordinator_only)
+    orphans: list[str] = []
+    door: Path | None = None
+    if hold_last is not None and point is not None and point.kind == "time":
+        (work / "hold").mkdir(exist_ok=True)
+        door = gate(work / "hold", hold_last)
+        door.touch()
+        env = dict(env, **{HOLD_ENV: str(work / "hold")})
     err_path = work / f"stderr-{len(list(work.glob('stderr-*')))}.txt"
     journal = journal_of(work)
     base = event_counts(journal)
@@ -336,7 +498,7 @@ def invoke(
             stderr=err,
             start_new_session=True,  # its own process group: the kill takes the whole tree
         )
-    hub.arm(point, proc.pid)
+    hub.arm(point, proc.pid, killer)
     fired = False
     try:
         while proc.poll() is None:
@@ -355,16 +517,26 @@ def invoke(
                     seen_temps |= temp_shards(work)
                     fired = len(seen_temps) >= point.nth
                 if fired:
-                    kill_group(proc.pid)
+                    killer.kill(proc.pid)
             time.sleep(POLL_S)
         proc.wait()
         # a kill that came as the process was exiting on its own does not count
         fired = (fired or hub.fired.is_set()) and proc.returncode == -signal.SIGKILL
+        if fired and coordinator_only:
+            orphans = killer.orphans(proc.pid)
     finally:
         hub.arm(None, 0)
         kill_group(proc.pid)  # leftovers of a group whose leader exited on its own
+        if door is not None:
+            door.unlink(missing_ok=True)
     return Invocation(
-        args[0], point, fired, proc.returncode, time.monotonic() - started, err_path.read_text()
+        args[0],
+        point,
+        fired,
+        proc.returncode,
+        time.monotonic() - started,
+        err_path.read_text(),
+        orphans,
     )
 
 
@@ -385,6 +557,14 @@ class Outcome:
     def survived(self) -> bool:
         return not self.problems
 
+    @property
+    def orphans(self) -> list[str]:
+        return [o for i in self.invocations for o in i.orphans]
+
+    @property
+    def duplicates(self) -> list[str]:
+        return [p for p in self.problems if p.startswith(DUPLICATE_PREFIXES)]
+
     def describe(self) -> str:
         steps = ", ".join(
             f"{i.command}" + (f" killed at {i.point.describe()}" if i.fired and i.point else "")
@@ -395,12 +575,19 @@ class Outcome:
 
 
 def run_scenario(
-    lab: Lab, plan: tuple[KillPoint, ...], work: Path, hub: FakeHub | None = None
+    lab: Lab,
+    plan: tuple[KillPoint, ...],
+    work: Path,
+    hub: FakeHub | None = None,
+    coordinator_only: bool = False,
+    hold_timed: bool = False,
 ) -> Outcome:
     """Run the lab's job under ``plan`` until an invocation finishes, then ``check`` it.
 
     The job publishes to ``hub`` if given (the caller starts and stops it), else to a fake
-    Hub of its own.
+    Hub of its own. ``coordinator_only``: each kill takes the coordinator alone, and the
+    processes it leaves behind are orphans (problems of the outcome). ``hold_timed``: an
+    invocation with a timed point cannot finish before it (its last chunk is held until then).
     """
     work.mkdir(parents=True)
     outcome = Outcome(plan)
@@ -415,11 +602,17 @@ def run_scenario(
             started = (work / ".helmproc" / "latest").exists()
             args = ["resume", *lab.exec_args()] if started else lab.run_args()
             try:
-                inv = invoke(args, work, env, point, killer)
+                hold_last = lab.n_chunks - 1 if hold_timed else None
+                inv = invoke(args, work, env, point, killer, coordinator_only, hold_last)
             except TimeoutError as exc:
                 outcome.problems.append(str(exc))
                 return outcome
             outcome.invocations.append(inv)
+            if inv.orphans:
+                outcome.problems.append(
+                    f"orphans {ORPHAN_GRACE_S:.0f} s after the coordinator was killed at "
+                    f"{inv.point.describe() if inv.point else '?'}: {inv.orphans}"
+                )
             if inv.fired:
                 continue
             if inv.returncode != 0:
@@ -478,9 +671,11 @@ def check(lab: Lab, hub: FakeHub, work: Path) -> list[str]:
                 continue
             run_names.update(table.column("helm_run").to_pylist())
     twice = sorted(n for n, k in run_names.items() if k > 1)
-    if twice or sorted(run_names) != lab.names:
+    if twice:
+        problems.append(f"duplicate: {len(twice)} runs twice in the runs table: {twice[:3]}")
+    if sorted(run_names) != lab.names:
         problems.append(
-            f"runs table: {len(run_names)} distinct of {len(lab.names)} runs, twice: {twice[:3]}, "
+            f"runs table: {len(run_names)} distinct of {len(lab.names)} runs, "
             f"missing: {sorted(set(lab.names) - set(run_names))[:3]}"
         )
 
@@ -537,9 +732,11 @@ def check_journal(lab: Lab, hub: FakeHub, work: Path) -> list[str]:
                     shard_commits.add(commit.oid)
     for path, shas in sorted(added.items()):
         if len(set(shas)) > 1:
-            problems.append(f"{path} committed with different content {len(shas)} times")
+            problems.append(
+                f"duplicate: {path} committed with different content {len(shas)} times"
+            )
         elif len(shas) > 1:
-            problems.append(f"{path} committed {len(shas)} times (sent again)")
+            problems.append(f"duplicate: {path} committed {len(shas)} times (sent again)")
     if journaled != shard_commits:
         problems.append(
             f"journaled commits {sorted(o[:8] for o in journaled)} != the Hub's commits with "
@@ -556,33 +753,53 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=50, help="kill points to fire")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--copies", type=int, default=3, help="copies of the 7 fixture runs")
+    parser.add_argument("--runs", type=int, default=0, help="uniform corpus: runs (0: copies)")
+    parser.add_argument("--instances", type=int, default=3000, help="uniform: instances per run")
     parser.add_argument("--chunk-size", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--upload-workers", type=int, default=1)
     parser.add_argument("--max-kills", type=int, default=3, help="most kills in one scenario")
+    parser.add_argument(
+        "--coordinator-only", action="store_true", help="kill the coordinator alone (OOM-style)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="helmproc-chaos-"))
     fired = survived = failed = 0
+    orphans: list[str] = []
+    duplicates: list[str] = []
     by_kind: Counter[str] = Counter()
     failures: list[str] = []
+    uniform = (args.runs, args.instances) if args.runs else None
+    lab_args = (args.copies, args.chunk_size, args.workers, args.upload_workers, uniform)
     try:
-        with Lab(tmp, args.copies, args.chunk_size, args.workers, args.upload_workers) as lab:
+        with Lab(tmp, *lab_args) as lab:
             print(
                 f"corpus: {len(lab.names)} runs, chunk size {args.chunk_size}, "
                 f"{args.workers} workers, {args.upload_workers} upload workers; uninterrupted "
-                f"run {lab.reference_s:.2f} s",
+                f"run {lab.reference_s:.2f} s ("
+                + ", ".join(f"{k} {lab.reference_counts[k]}" for k in KINDS[1:])
+                + ")",
                 file=sys.stderr,
             )
             rng = random.Random(args.seed)
+            kinds = list(KINDS)
+            rng.shuffle(kinds)
             scenario = 0
             while fired < args.points and scenario < 3 * args.points:  # bounded if none fire
                 scenario += 1
-                plan = draw_plan(rng, lab.reference_s, args.max_kills)
-                outcome = run_scenario(lab, plan, tmp / f"s{scenario:03d}")
+                if args.coordinator_only:
+                    plan = draw_spread_plan(rng, lab, kinds, min(args.max_kills, 2))
+                else:
+                    plan = draw_plan(rng, lab.reference_s, args.max_kills)
+                outcome = run_scenario(
+                    lab, plan, tmp / f"s{scenario:03d}", coordinator_only=args.coordinator_only
+                )
                 n = len(outcome.fired)
                 fired += n
+                orphans.extend(outcome.orphans)
+                duplicates.extend(outcome.duplicates)
                 by_kind.update(p.kind for p in outcome.fired)
                 if outcome.survived:
                     survived += n
@@ -599,11 +816,13 @@ def main() -> None:
                 )
         for line in failures:
             print(line)
-        kinds = ", ".join(f"{k} {by_kind[k]}" for k in KINDS if by_kind[k])
-        print(f"kill points fired by kind: {kinds}")
+        kinds_fired = ", ".join(f"{k} {by_kind[k]}" for k in KINDS if by_kind[k])
+        print(f"kill points fired by kind: {kinds_fired}")
+        who = "the coordinator alone" if args.coordinator_only else "the process group"
         print(
-            f"survived {survived}/{fired} kill points ({scenario} scenarios, {failed} failed; "
-            f"seed {args.seed})"
+            f"survived {survived}/{fired} kill points of {who} ({scenario} scenarios, "
+            f"{failed} failed; seed {args.seed}); orphans found: {len(orphans)}; "
+            f"duplicates found: {len(duplicates)}"
         )
     finally:
         if args.keep:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from helmproc.engine.chunks.hold_points import hold_at_chunk_start
 from helmproc.engine.chunks.pid_files import announced
 from helmproc.engine.dataset_layout import shard_path
 from helmproc.engine.errors import RunConversionError
@@ -140,6 +141,7 @@ def w_process_chunk(spec: ChunkSpec) -> ChunkResult:
         else contextlib.nullcontext()
     )
     with announcing, gc_paused(), read_limit(spec.max_file_bytes):
+        hold_at_chunk_start(spec.chunk_id)  # tests only: inert unless HELMPROC_TEST_HOLD is set
         return _process(spec)
 
 

@@ -37,8 +37,10 @@ The dataset card (recomputed from what the destination holds, ``publish/card.py`
 read at start plus what this session published) rides with the session's first commit and is
 refreshed every ``card_interval_s`` (riding with the next commit). At the end one commit
 carries the job's ``releases`` rows and the final card, and only if it changes anything: a job
-that found nothing new writes nothing. Commits are paced by the destination's
-``max_commits_per_hour`` unless ``commits_per_hour`` overrides it.
+that found nothing new writes nothing. The journal says "done" when every chunk is cleaned, so
+the last chunk is journaled ``cleaned`` only after that commit: a job killed during it is not
+done, and ``resume`` makes the commit (or finds it landed) before saying so. Commits are
+paced by the destination's ``max_commits_per_hour`` unless ``commits_per_hour`` overrides it.
 """
 
 from __future__ import annotations
@@ -84,7 +86,7 @@ from helmproc.engine.publish.committer import Committer, PublishReport
 from helmproc.engine.publish.folder import FileEntry, Publisher
 from helmproc.engine.publish.ledger import Ledger, read_ledger, shard_group
 from helmproc.engine.publish.pacer import CommitPacer
-from helmproc.engine.publish.releases import ReleasesShard
+from helmproc.engine.publish.releases import ReleasesShard, releases_path
 from helmproc.engine.safe_paths import make_private_dir
 from helmproc.journal import (
     RETRY_ONLY_FROM,
@@ -138,6 +140,12 @@ class Coordinator:
         self._session_files: dict[str, FileEntry] = {}
         self._session_runs: list[tuple[pa.Table, str]] = []
         self._session_evals: dict[str, pa.Table] = {}
+        # The job's last ``cleaned`` event waits for its final commit (releases table and card):
+        # chunks not yet cleaned (read at the first clean), the last one's clean held back, and
+        # whether the final step is done. See ``_clean``.
+        self._not_cleaned: set[int] | None = None
+        self._last_clean: tuple[int, tuple[ShardFact, ...]] | None = None
+        self._finished = False
 
     @property
     def pid_dir(self) -> Path:
@@ -163,6 +171,19 @@ class Coordinator:
         )
 
     def _clean(self, cid: int, shards: tuple[ShardFact, ...]) -> None:
+        """Remove a published chunk's staged shards and journal it ``cleaned``; but the job's
+        last chunk stays ``uploaded`` (its shards staged) until the final commit is done: the
+        journal says "done" when every chunk is cleaned, and a job killed during its final
+        commit must not look done (``resume`` would then never publish the releases table
+        and the final card)."""
+        if self._not_cleaned is None:
+            self._not_cleaned = {
+                c for c, st in self.journal.chunk_statuses().items()
+                if st.state is not ChunkState.CLEANED
+            }
+        if not self._finished and self._not_cleaned == {cid}:
+            self._last_clean = (cid, shards)
+            return
         for fact in shards:
             path = self.paths.staging / fact.path
             try:
@@ -172,6 +193,7 @@ class Coordinator:
                     raise UnwritableError(str(path), exc.strerror or str(exc)) from None
                 raise
         self.journal.record_cleaned(cid)
+        self._not_cleaned.discard(cid)
 
     def _card_text(self, ledger: Ledger, releases: ReleasesShard | None = None) -> str:
         extra = releases.rows if releases is not None else ()
@@ -228,16 +250,16 @@ class Coordinator:
             except (OSError, HelmprocError):
                 same_card = False
         shards = (releases.fact,) if releases is not None else ()
-        if not shards and same_card:
-            return
-        self.publisher.publish(
-            self.paths.staging,
-            shards,
-            "helmproc: releases table and dataset card",
-            card=None if same_card else card,
-        )
-        if releases is not None:
-            (self.paths.staging / releases.fact.path).unlink(missing_ok=True)
+        if shards or not same_card:
+            self.publisher.publish(
+                self.paths.staging,
+                shards,
+                "helmproc: releases table and dataset card",
+                card=None if same_card else card,
+            )
+        # staged by this session, or by one killed after this commit landed (then ``build``
+        # found the file in the destination and staged nothing)
+        (self.paths.staging / releases_path(self.job.job_id)).unlink(missing_ok=True)
 
     def _committer(self) -> Committer:
         pace = self.options.commits_per_hour
@@ -335,6 +357,9 @@ class Coordinator:
                     self._check_report(report)
                 if not queue and self._fatal is None:
                     self._finish_dataset(releases)
+                    self._finished = True
+                    if self._last_clean is not None:
+                        self._clean(*self._last_clean)
         except KeyboardInterrupt:
             pool.kill()  # the second signal: stop at once; resume sweeps what they left
             raise

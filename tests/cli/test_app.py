@@ -7,13 +7,22 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
-from tests.fakes.jobkit import FIXED_EPOCH, FIXTURE, folder_digest, grow_corpus, processed_events
+from helmproc.engine.chunks.hold_points import ENV as HOLD_ENV
+from helmproc.engine.chunks.hold_points import gate, held_marks
+from helmproc.journal import Journal
+from tests.fakes.jobkit import (
+    FIXED_EPOCH,
+    FIXTURE,
+    folder_digest,
+    grow_corpus,
+    processed_events,
+    wait_for,
+)
 
 HELMPROC = [sys.executable, "-m", "helmproc.cli"]
 
@@ -70,6 +79,20 @@ def test_every_command_has_help(tmp_path: Path, command: str) -> None:
     assert "--journal" in proc.stdout
 
 
+def hold_all_but_the_first(hold: Path, n_chunks: int) -> dict[str, str]:
+    """Gates holding chunks 1.. at their start (engine/chunks/hold_points.py), and the
+    environment that arms them: the job journals chunk 0, then waits until they are removed."""
+    hold.mkdir()
+    for cid in range(1, n_chunks):
+        gate(hold, cid).touch()
+    return dict(os.environ, SOURCE_DATE_EPOCH=FIXED_EPOCH, **{HOLD_ENV: str(hold)})
+
+
+def journal_in(cwd: Path) -> Path | None:
+    found = list(cwd.glob(".helmproc/jobs/*/journal.sqlite"))
+    return found[0] if found else None
+
+
 def test_kill_9_then_resume_equals_uninterrupted(tmp_path: Path) -> None:
     corpus = tmp_path / "corpus"
     names = grow_corpus(corpus, copies=8)  # 56 runs, chunk size 2 -> 28 chunks
@@ -81,34 +104,33 @@ def test_kill_9_then_resume_equals_uninterrupted(tmp_path: Path) -> None:
 
     crash_dir = tmp_path / "crash"
     crash_dir.mkdir()
-    env = dict(os.environ, SOURCE_DATE_EPOCH=FIXED_EPOCH)
+    hold = tmp_path / "hold"
     proc = subprocess.Popen(
         [*HELMPROC, "run", *args, "--quiet"],
         cwd=crash_dir,
-        env=env,
+        env=hold_all_but_the_first(hold, 28),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    deadline = time.monotonic() + 120
-    jobs = crash_dir / ".helmproc" / "jobs"
-    journal = None
-    while time.monotonic() < deadline:
-        if journal is None and jobs.exists():
-            found = list(jobs.glob("*/journal.sqlite"))
-            journal = found[0] if found else None
-        if journal is not None and processed_events(journal) >= 1:
-            break
-        time.sleep(0.005)
-    os.killpg(proc.pid, signal.SIGKILL)  # coordinator and its workers, no cleanup
+    try:
+        # chunk 0 journaled, chunk 1 held in a worker: the job is mid-way, on any machine
+        wait_for(lambda: processed_events(journal_in(crash_dir)) == 1, proc)
+        wait_for(lambda: held_marks(hold, 1) != [], proc)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # coordinator and its workers, no cleanup
     proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
-    assert journal is not None
 
     before = json.loads(helmproc(crash_dir, "status", "--json").stdout)
-    assert before["done"] is False, "the job finished before the kill; grow the corpus"
+    assert before["done"] is False
+    journal = journal_in(crash_dir)
+    assert journal is not None
+    with Journal.open(journal, readonly=True) as opened:
+        first_chunk = len(opened.plan()[0].runs)
+    assert before["runs"] == {"ok": first_chunk, "failed": 0}  # chunk 0's runs, nothing after
 
-    helmproc(crash_dir, "resume", "--max-workers", "2")
+    helmproc(crash_dir, "resume", "--max-workers", "2")  # not held: no HELMPROC_TEST_HOLD
     after = json.loads(helmproc(crash_dir, "status", "--json").stdout)
     assert after["done"] is True
     assert folder_digest(crash_dir / "out") == folder_digest(ref_dir / "out")
@@ -121,20 +143,19 @@ def test_second_coordinator_is_refused(tmp_path: Path) -> None:
     grow_corpus(corpus, copies=8)
     args = ["run", "--source", str(corpus), "--to", "out"]
     args += ["--chunk-size", "1", "--max-workers", "1"]
-    env = dict(os.environ, SOURCE_DATE_EPOCH=FIXED_EPOCH)
+    hold = tmp_path / "hold"
     first = subprocess.Popen(
         [*HELMPROC, *args, "--quiet"],
         cwd=tmp_path,
-        env=env,
+        env=hold_all_but_the_first(hold, 56),  # the first job cannot end while the second tries
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not list(tmp_path.glob(".helmproc/jobs/*/*.lock")):
-            time.sleep(0.01)
+        wait_for(lambda: held_marks(hold, 1) != [], first)  # it holds the lock and works
         second = helmproc(tmp_path, *args, check=False)
+        assert first.poll() is None
         # the destination's writer lock refuses it first (before the journal's lock would)
         assert second.returncode == 3
         assert "destination in use" in second.stderr

@@ -5,8 +5,10 @@ group at the plan's points (one per invocation: ``run``, then each ``resume``), 
 an invocation finishes, and requires the destination, the local staging, the ``runs`` table and
 the journal's story to equal an uninterrupted run's (``chaos.check``). Every point must have
 fired, so a case cannot pass by finishing before its kill. ``python bench/chaos.py`` runs 50
-seeded points of the same harness. The checker is itself checked: a tampered Hub file, a
-leftover staged file and an illegal journal event are each reported.
+seeded points of the same harness. One case kills the coordinator alone (``--coordinator-only``
+in the bench) and requires that no process of the job outlives it by more than a few seconds.
+The checker is itself checked: a tampered Hub file, a leftover staged file and an illegal
+journal event are each reported.
 """
 
 from __future__ import annotations
@@ -62,13 +64,37 @@ def test_killed_at_named_moments_resume_equals_uninterrupted(
     assert outcome.fired == list(plan), describe(outcome)  # every kill happened
 
 
-def test_killed_at_seeded_times_resume_equals_uninterrupted(lab: Lab, tmp_path: Path) -> None:
-    # timed kills spread over the uninterrupted run's duration, plus seeded named moments
-    rng = random.Random(CHAOS_SEED)
-    plan = (KillPoint("time", at_s=0.6 * lab.reference_s), *draw_plan(rng, lab.reference_s, 2))
+def test_killed_during_the_final_commit_resume_publishes_it(lab: Lab, tmp_path: Path) -> None:
+    # the job's last commit (releases table and card) cut off as it reaches the Hub; then the
+    # resume's only commit (the same) applied but its reply lost: the journal must not say
+    # "done" before the final commit landed, or resume would skip it
+    plan = (KillPoint("final-commit-sent"), KillPoint("final-commit-landed"))
     outcome = run_scenario(lab, plan, tmp_path / "job")
     assert outcome.survived, describe(outcome)
+    assert outcome.fired == list(plan), describe(outcome)
+
+
+def test_killed_at_seeded_times_resume_equals_uninterrupted(lab: Lab, tmp_path: Path) -> None:
+    # timed kills spread over the uninterrupted run's duration, plus seeded named moments; an
+    # invocation with a timed kill holds its last chunk until the kill (hold_timed), so the
+    # job cannot finish first on a machine faster (or less loaded) than the reference's
+    rng = random.Random(CHAOS_SEED)
+    plan = (KillPoint("time", at_s=0.6 * lab.reference_s), *draw_plan(rng, lab.reference_s, 2))
+    outcome = run_scenario(lab, plan, tmp_path / "job", hold_timed=True)
+    assert outcome.survived, describe(outcome)
     assert outcome.fired[:1] == [plan[0]], describe(outcome)
+
+
+def test_coordinator_killed_alone_leaves_no_orphan_and_resume_equals_uninterrupted(
+    lab: Lab, tmp_path: Path
+) -> None:
+    # the coordinator alone (as the OOM killer does), mid shard write and as a commit reaches
+    # the Hub: its fork server and workers must be gone within a few seconds each time
+    plan = (KillPoint("shard-write", 3), KillPoint("commit-sent", 1))
+    outcome = run_scenario(lab, plan, tmp_path / "job", coordinator_only=True)
+    assert outcome.orphans == [], describe(outcome)
+    assert outcome.survived, describe(outcome)
+    assert outcome.fired == list(plan), describe(outcome)
 
 
 def test_the_checker_sees_a_wrong_destination_staging_or_journal(

@@ -9,12 +9,13 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pytest
 
+from helmproc.engine.chunks.hold_points import ENV as HOLD_ENV
+from helmproc.engine.chunks.hold_points import gate, held_marks
 from helmproc.engine.durable import simulate_disk_full
 from helmproc.engine.errors import DiskFullError
 from helmproc.engine.job.executors import LocalExecutor
@@ -33,9 +34,11 @@ from tests.fakes.jobkit import (
     processed_events,
     run_to_end,
     start,
+    wait_for,
 )
 
 HELMPROC = [sys.executable, "-m", "helmproc.cli"]
+N_CHUNKS = 28  # the corpus's 56 runs in chunks of 2
 
 
 def env() -> dict[str, str]:
@@ -45,6 +48,13 @@ def env() -> dict[str, str]:
 def processed_in(cwd: Path) -> int:
     found = list(cwd.glob(".helmproc/jobs/*/journal.sqlite"))
     return processed_events(found[0] if found else None)
+
+
+def processed_chunks(cwd: Path) -> list[int]:
+    """Chunk ids with a ``processed`` event in the job's journal."""
+    journal = next(cwd.glob(".helmproc/jobs/*/journal.sqlite"))
+    with Journal.open(journal, readonly=True) as opened:
+        return sorted({e["chunk_id"] for e in opened.events() if e["state"] == "processed"})
 
 
 def status(cwd: Path) -> dict:
@@ -78,45 +88,62 @@ def test_signal_stops_with_130_and_resume_completes(
     tmp_path: Path, corpus: tuple[Path, dict[str, str]], signals: list[signal.Signals]
 ) -> None:
     source, reference = corpus
+    # every chunk but the first is held at its start (chunks/hold_points.py) until released:
+    # when the signal lands the job has journaled chunk 0 and is converting chunk 1, on any
+    # machine, however fast
+    hold = tmp_path / "hold"
+    hold.mkdir()
+    for cid in range(1, N_CHUNKS):
+        gate(hold, cid).touch()
     args = ["run", "--source", str(source), "--to", "out"]
     args += ["--chunk-size", "2", "--max-workers", "1"]
     proc = subprocess.Popen(
         [*HELMPROC, *args],
         cwd=tmp_path,
-        env=env(),
+        env=dict(env(), **{HOLD_ENV: str(hold)}),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
     )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and processed_in(tmp_path) < 1:
-        time.sleep(0.005)
-    assert proc.stderr is not None
-    lines: list[str] = []
-    noted = threading.Event()  # the coordinator has taken the first signal
+    try:
+        wait_for(lambda: processed_in(tmp_path) == 1 and held_marks(hold, 1) != [], proc)
+        assert proc.stderr is not None
+        lines: list[str] = []
+        noted = threading.Event()  # the coordinator has taken the first signal
 
-    def read_stderr() -> None:
-        for line in proc.stderr:  # type: ignore[union-attr]
-            lines.append(line)
-            if "finishing the chunks in flight" in line:
-                noted.set()
+        def read_stderr() -> None:
+            for line in proc.stderr:  # type: ignore[union-attr]
+                lines.append(line)
+                if "finishing the chunks in flight" in line:
+                    noted.set()
 
-    reader = threading.Thread(target=read_stderr, daemon=True)
-    reader.start()
-    for n, sig in enumerate(signals):
-        if n:  # two signals sent at once may reach Python's handler as one
-            noted.wait(timeout=60)
-        proc.send_signal(sig)
-    proc.wait(timeout=120)
-    reader.join(timeout=60)
+        reader = threading.Thread(target=read_stderr, daemon=True)
+        reader.start()
+        for n, sig in enumerate(signals):
+            if n:  # two signals sent at once may reach Python's handler as one
+                assert noted.wait(timeout=60)
+            proc.send_signal(sig)
+        assert noted.wait(timeout=60)
+        assert proc.poll() is None  # held: still running after it took the signal
+        for cid in range(1, N_CHUNKS):  # release: the chunks in flight may now finish
+            gate(hold, cid).unlink()
+        proc.wait(timeout=120)
+        reader.join(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
     err = "".join(lines)
     assert proc.returncode == 130, err
     assert "interrupted" in err and "helmproc resume" in err, err
+    processed = processed_chunks(tmp_path)
     if len(signals) == 1:
         assert "finishing the chunks in flight" in err
+        # the chunk held when the signal came was finished, and no chunk was started after it
+        assert 1 in processed and len(processed) < N_CHUNKS, processed
     else:  # the second signal stops at once, and still says so last
         assert err.strip().splitlines()[-1].startswith("helmproc: interrupted (stopped at once")
+        assert processed == [0]  # the held chunk was abandoned, not finished
     before = status(tmp_path)
     assert before["done"] is False
     # a graceful stop leaves no chunk half-way: each is planned, cleaned, or (rarely) waiting

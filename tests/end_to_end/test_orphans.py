@@ -7,13 +7,20 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psutil
 import pytest
 
-from tests.fakes.jobkit import FIXED_EPOCH, folder_digest, grow_corpus, processed_events
+from helmproc.engine.chunks.hold_points import ENV as HOLD_ENV
+from helmproc.engine.chunks.hold_points import gate, held_marks
+from tests.fakes.jobkit import (
+    FIXED_EPOCH,
+    folder_digest,
+    grow_corpus,
+    processed_events,
+    wait_for,
+)
 
 HELMPROC = [sys.executable, "-m", "helmproc.cli"]
 # How long the fork server and workers may take to notice (the watchdog polls every 0.2 s).
@@ -44,22 +51,27 @@ def test_sigkill_of_the_coordinator_leaves_no_process_and_resume_is_identical(
     tmp_path: Path, corpus: tuple[Path, dict[str, str]]
 ) -> None:
     source, reference = corpus
+    # chunks 1.. are held at their start (engine/chunks/hold_points.py): when the coordinator
+    # is killed, chunk 0 is journaled and both workers are alive, each holding a chunk
+    hold = tmp_path / "hold"
+    hold.mkdir()
+    for cid in range(1, 28):
+        gate(hold, cid).touch()
     args = ["run", "--source", str(source), "--to", "out", "--chunk-size", "2"]
     proc = subprocess.Popen(
         [*HELMPROC, *args, "--max-workers", "2", "--quiet"],
         cwd=tmp_path,
-        env=env(),
+        env=dict(env(), **{HOLD_ENV: str(hold)}),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
     try:
-        while processed_events(journal_in(tmp_path)) < 1:  # the job is converting
-            assert proc.poll() is None, "the job ended before it could be killed"
-            time.sleep(0.01)
+        wait_for(lambda: processed_events(journal_in(tmp_path)) == 1, proc)
+        wait_for(lambda: held_marks(hold, 1) != [] and held_marks(hold, 2) != [], proc)
         helpers = psutil.Process(proc.pid).children(recursive=True)
-        # the fork server and at least one worker
-        assert len(helpers) >= 2, helpers
+        # the fork server and the two workers holding chunks 1 and 2
+        assert {*held_marks(hold, 1), *held_marks(hold, 2)} < {p.pid for p in helpers}, helpers
         os.kill(proc.pid, signal.SIGKILL)  # the coordinator only, not its process group
         proc.wait(timeout=30)
         _, alive = psutil.wait_procs(helpers, timeout=GRACE_S)

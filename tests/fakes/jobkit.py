@@ -6,6 +6,9 @@ import hashlib
 import json
 import shutil
 import sqlite3
+import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +97,18 @@ def processed_events(journal: Path | None) -> int:
             return int(db.execute(query).fetchone()[0])
     except sqlite3.OperationalError:
         return 0
+
+
+def wait_for(
+    condition: Callable[[], bool], proc: subprocess.Popen | None = None, timeout: float = 120
+) -> None:
+    """Poll ``condition`` until it holds; fail if ``proc`` ended first or after ``timeout``
+    (a bound for a broken job, not a timing assumption: the conditions are journal events)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc is None or proc.poll() is None, f"the job ended ({proc.returncode}) first"
+        assert time.monotonic() < deadline, "the job never got there"
+        time.sleep(0.01)
 
 
 def grow_corpus(dest: Path, copies: int) -> list[str]:
