@@ -7,7 +7,6 @@ command leaves the journal as the engine left it, and ``helmproc resume`` contin
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import json
 import os
@@ -29,7 +28,6 @@ from helmproc.cli.destination import (
     RevisionOpt,
     UploadWorkersOpt,
     check_folder_destination,
-    with_publishing,
 )
 from helmproc.cli.errors import (
     EXIT_ALL_FAILED,
@@ -49,39 +47,49 @@ from helmproc.cli.listing import (
     LimitOpt,
     ModelOpt,
     SourceOpt,
-    build_source,
     list_app,
 )
 from helmproc.cli.narration import count, examples, say
-from helmproc.cli.option_checks import at_least, executor_text, size_text, workers_text
+from helmproc.cli.option_checks import (
+    at_least,
+    executor_text,
+    parse_size,
+    parse_workers,
+    size_text,
+    workers_text,
+)
 from helmproc.cli.verify import verify
-from helmproc.engine.errors import ConfigError
-from helmproc.engine.job.budget import format_size, parse_size
-from helmproc.engine.job.interrupts import JobInterrupted
-from helmproc.engine.job.options import ExecOptions
-from helmproc.engine.job.progress import progress_for
-from helmproc.engine.job.start import (
+from helmproc.engine import (
     DEFAULT_CHUNK_SIZE,
+    DEFAULT_WORK_ROOT,
+    ExecOptions,
+    JobInterrupted,
+    Journal,
     LedgerFacts,
+    RunFilters,
+    StatusReport,
+    compaction_notice,
     default_workers,
+    destination_label,
     exec_options,
     execute_job,
+    find_journal,
+    format_size,
+    job_view,
+    local_root,
+    make_publisher,
+    make_source,
+    progress_for,
+    project_for_folder,
+    recall_options,
+    remember_options,
+    render_text,
     start_job,
 )
-from helmproc.engine.job.workdir import (
-    DEFAULT_WORK_ROOT,
-    JobPaths,
-    find_journal,
-    record_runtime_options,
-    recorded_runtime_options,
+from helmproc.engine import (
+    compact as compact_dataset,
 )
-from helmproc.engine.publish.compaction import compact as compact_dataset
-from helmproc.engine.publish.compaction import compaction_notice
-from helmproc.engine.publish.registry import destination_label, make_publisher
-from helmproc.engine.sources.filters import RunFilters
-from helmproc.engine.sources.folder import DirSource, project_for_folder
-from helmproc.journal import Journal, StatusReport, render_text
-from helmproc.journal.locking import live_holder
+from helmproc.engine.errors import ConfigError
 
 DEFAULT_DESTINATION = Path("helm-eee-dataset")
 
@@ -366,12 +374,12 @@ def run(
     }
     work_dir = journal.parent if journal else DEFAULT_WORK_ROOT
     options = runtime_options(given, work_dir)
-    src = build_source(source, benchmark, release, suite, filters)
-    local_root = local_source_root(src)
+    src = make_source(source, benchmark, release, suite, filters)
+    src_root = local_root(src)
     if repo_id is None:
-        check_folder_destination(to, local_root)
+        check_folder_destination(to, src_root)
     publisher = make_publisher(to, repo_id, revision, private)
-    if local_root is not None:
+    if src_root is not None:
         name, why = project_for_folder(source or ".", benchmark[0] if benchmark else None)
         say(f"helmproc: project {name!r} ({why})")
     discovered = src.discover()  # a source that cannot be read touches no destination
@@ -389,7 +397,7 @@ def run(
         _job_recorded = True
         facts = started.facts
         with started.journal as jr:
-            record_runtime_options(started.paths, given)
+            remember_options(started.paths.journal, given)
             verb = "continuing" if started.continued else "starting"
             if facts is not None:
                 say(
@@ -428,14 +436,22 @@ def run(
     finish_run(report, facts, as_json, strict)
 
 
-def runtime_options(given: dict[str, Any], work_dir: Path) -> ExecOptions:
-    """The execution options from the command line's text (checked again here)."""
-    options = exec_options(
-        given["max_workers"], given["memory_budget"], given["disk_budget"], work_dir,
-        given["executor"],
-    )
-    return with_publishing(
-        options, given["upload_workers"], given["files_per_commit"], given["commits_per_hour"]
+def runtime_options(
+    given: dict[str, Any], work_dir: Path, retry_failed: bool = False
+) -> ExecOptions:
+    """The execution options from the command line's values (as given, or as recorded: sizes
+    and worker counts are text, parsed here; None: the default)."""
+    workers, memory, disk = given["max_workers"], given["memory_budget"], given["disk_budget"]
+    return exec_options(
+        work_dir,
+        max_workers=None if workers is None else parse_workers(str(workers)),
+        memory_budget=None if memory is None else parse_size(str(memory)),
+        disk_budget=None if disk is None else parse_size(str(disk)),
+        executor=given["executor"],
+        upload_workers=given["upload_workers"],
+        files_per_commit=given["files_per_commit"],
+        commits_per_hour=given["commits_per_hour"],
+        retry_failed=retry_failed,
     )
 
 
@@ -450,12 +466,6 @@ def already_complete(jr: Journal) -> StatusReport | None:
 
 def option_flag(name: str) -> str:
     return "--" + name.replace("_", "-")
-
-
-def local_source_root(source: object) -> Path | None:
-    """The folder of a local source (the destination must not be inside it), else None."""
-    inner = getattr(source, "inner", source)
-    return inner.root if isinstance(inner, DirSource) else None
 
 
 @app.command(
@@ -504,7 +514,7 @@ def resume(
     with Journal.open(path) as jr:
         _job_recorded = True
         say(f"helmproc: resuming from {jr.path}")
-        recorded = recorded_runtime_options(JobPaths.for_journal(jr.path))
+        recorded = recall_options(jr.path)
         chosen = dict(given)
         reused, overridden = [], []
         for name, value in recorded.items():
@@ -519,8 +529,7 @@ def resume(
             say(f"helmproc: using the job's recorded options: {', '.join(reused)}")
         if overridden:
             say(f"helmproc: overriding the recorded options: {', '.join(overridden)}")
-        options = runtime_options(chosen, jr.path.parent)
-        options = dataclasses.replace(options, retry_failed=retry_failed)
+        options = runtime_options(chosen, jr.path.parent, retry_failed)
         report = None if retry_failed else already_complete(jr)
         if report is None:
             announce_budget(options)
@@ -552,16 +561,11 @@ def status(
     path = find_journal(DEFAULT_WORK_ROOT, journal)
     clear = watch and not as_json and sys.stdout.isatty()
     while True:
-        with Journal.open(path, readonly=True) as jr:
-            report = jr.status()
-            job = jr.job()
-            activity = job_activity(
-                job.config if job else {},
-                job.started_at if job else None,
-                jr.events(),
-                report,
-                live_holder(jr.path),
-            )
+        view = job_view(path)
+        report = view.report
+        activity = job_activity(
+            view.config, view.started_at, view.events, report, view.holder_pid
+        )
         if as_json:
             data = {**report.to_json(), **activity.to_json()}
             print(json.dumps(data, sort_keys=True, indent=None if watch else 2), flush=True)

@@ -9,27 +9,53 @@
 ``run_job`` = ``start_job`` (discover, plan, journal the plan) + ``execute_job`` (convert,
 publish, clean, journaling each step). After any crash ``resume_job`` finishes the job from its
 journal alone; ``job_status`` and ``verify_job`` read the journal (safe while a job runs);
-``export_eee`` turns a finished dataset into EEE's datastore layout. ``exec_options`` builds a
-session's runtime options (workers, memory and disk budgets, executor, publishing pace) in one
-place. This module holds the four job-level functions; ``helmproc.engine`` exports them with
-the stages' types and functions (``engine/__init__.py`` lists every public name and where it
-lives). Nothing here holds state: after a crash, ``resume_job`` continues from the journal.
+``job_view`` adds what ``helmproc status`` shows live; ``check_destination`` checks (and
+repairs) a dataset from the dataset alone; ``export_eee`` turns a finished dataset into EEE's
+datastore layout. ``make_source`` and ``make_publisher`` build a source and a destination from
+what a user names, ``exec_options`` a session's runtime options (workers, memory and disk
+budgets, executor, publishing pace) from typed values: one place each. This module holds the
+job-level functions; ``helmproc.engine`` exports them with the stages' types and functions
+(``engine/__init__.py`` lists every public name and where it lives), and the CLI imports
+nothing else. Nothing here holds state: after a crash, ``resume_job`` continues from the
+journal.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from helmproc.engine.job.options import ExecOptions
+from helmproc.engine.job.options import ExecOptions, exec_options
 from helmproc.engine.job.progress import Progress
-from helmproc.engine.job.start import DEFAULT_CHUNK_SIZE, exec_options, execute_job, start_job
+from helmproc.engine.job.start import DEFAULT_CHUNK_SIZE, execute_job, start_job
 from helmproc.engine.job.verify import VerifyReport, verify_journal
-from helmproc.engine.job.workdir import DEFAULT_WORK_ROOT, find_journal
+from helmproc.engine.job.workdir import (
+    DEFAULT_WORK_ROOT,
+    JobPaths,
+    find_journal,
+    record_runtime_options,
+    recorded_runtime_options,
+)
+from helmproc.engine.publish.dataset_check import DatasetCheck, check_dataset, repair_dataset
 from helmproc.engine.publish.folder import Publisher
+from helmproc.engine.publish.ledger import read_ledger
 from helmproc.engine.sources.folder import Source
 from helmproc.journal import Journal, StatusReport
+from helmproc.journal.locking import live_holder
 
-__all__ = ["job_status", "resume_job", "run_job", "verify_job"]
+__all__ = [
+    "DestinationCheck",
+    "JobView",
+    "check_destination",
+    "job_status",
+    "job_view",
+    "recall_options",
+    "remember_options",
+    "resume_job",
+    "run_job",
+    "verify_job",
+]
 
 
 def run_job(
@@ -54,7 +80,7 @@ def run_job(
         max_file_bytes=max_file_bytes,
     )
     with started.journal as journal:
-        options = options or exec_options(None, None, None, journal.path.parent)
+        options = options or exec_options(journal.path.parent)
         return execute_job(journal, options, progress)
 
 
@@ -67,7 +93,7 @@ def resume_job(
 ) -> StatusReport:
     """Finish the job in ``journal_path`` (default: the one last started in ``work_root``)."""
     with Journal.open(find_journal(work_root, journal_path)) as journal:
-        options = options or exec_options(None, None, None, journal.path.parent)
+        options = options or exec_options(journal.path.parent)
         return execute_job(journal, options, progress)
 
 
@@ -87,3 +113,57 @@ def verify_job(
 ) -> VerifyReport:
     """Check every published shard of a job against its destination (or ``publisher``)."""
     return verify_journal(find_journal(work_root, journal_path), publisher)
+
+
+@dataclass(frozen=True)
+class JobView:
+    """A job as ``helmproc status`` shows it: its status, recorded config, start time, event
+    log, and the pid of the live process working on it (None: nobody is)."""
+
+    report: StatusReport
+    config: dict[str, Any]
+    started_at: str | None
+    events: list[dict[str, Any]]
+    holder_pid: int | None
+
+
+def job_view(journal_path: Path | None = None, *, work_root: Path = DEFAULT_WORK_ROOT) -> JobView:
+    """The job's status and activity from its journal and lock (readonly: safe while it runs)."""
+    with Journal.open(find_journal(work_root, journal_path), readonly=True) as journal:
+        job = journal.job()
+        return JobView(
+            journal.status(),
+            job.config if job else {},
+            job.started_at if job else None,
+            journal.events(),
+            live_holder(journal.path),
+        )
+
+
+@dataclass(frozen=True)
+class DestinationCheck:
+    """What ``check_destination`` found, and the files a repair removed."""
+
+    check: DatasetCheck
+    removed: list[str]
+
+
+def check_destination(publisher: Publisher, *, repair: bool = False) -> DestinationCheck:
+    """Check a dataset from the dataset alone (no journal), holding its lock; with ``repair``,
+    delete what is damaged so the next run with the same source converts those runs again."""
+    with publisher.lock("helmproc verify"):
+        ledger = read_ledger(publisher)
+        check = check_dataset(publisher, ledger)
+        removed = repair_dataset(publisher, check, ledger) if repair and not check.ok else []
+    return DestinationCheck(check, removed)
+
+
+def remember_options(journal_path: Path, given: dict[str, Any]) -> None:
+    """Keep the runtime options a session was given (as given; None: not given) beside the
+    job's journal, for ``recall_options`` on resume."""
+    record_runtime_options(JobPaths.for_journal(journal_path), given)
+
+
+def recall_options(journal_path: Path) -> dict[str, Any]:
+    """The options ``remember_options`` kept for the job, or {}."""
+    return recorded_runtime_options(JobPaths.for_journal(journal_path))

@@ -3,8 +3,8 @@
 A group (``ledger.py``) is the ``instances``, ``evaluations`` and ``runs`` files of the same
 runs. Compaction packs consecutive small groups (sorted by name) into batches of about
 ``target_bytes`` of ``instances``, and writes each batch as one new group named after a hash
-of its input groups (``compacted-<hash>/0000/000000``): the rows of its inputs in input order, with the
-shard writer's fixed options, so the same inputs give byte-identical outputs and the row
+of its input groups (``compacted-<hash>/0000/000000``): the rows of its inputs in input order,
+with the shard writer's fixed options, so the same inputs give byte-identical outputs and the row
 multiset is unchanged. All ``releases`` files are merged into one the same way.
 
 Crash safety (journal: one JSON line per event, fsynced, in the work folder):
