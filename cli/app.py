@@ -66,7 +66,9 @@ from helmproc.engine import (
     JobInterrupted,
     Journal,
     LedgerFacts,
+    Progress,
     RunFilters,
+    StartedJob,
     StatusReport,
     compaction_notice,
     default_workers,
@@ -84,7 +86,7 @@ from helmproc.engine import (
     recall_options,
     remember_options,
     render_text,
-    start_job,
+    run_job,
 )
 from helmproc.engine import (
     compact as compact_dataset,
@@ -359,7 +361,6 @@ def run(
     destination does not hold yet are converted (its `runs` table is the ledger), so the same
     command on a fresh machine converts nothing twice.
     """
-    global _job_recorded
     filters = RunFilters.build(
         adapter_methods=adapter_method, models=model, include=include, exclude=exclude, limit=limit
     )
@@ -383,57 +384,59 @@ def run(
         name, why = project_for_folder(source or ".", benchmark[0] if benchmark else None)
         say(f"helmproc: project {name!r} ({why})")
     discovered = src.discover()  # a source that cannot be read touches no destination
+    facts: LedgerFacts | None = None
+
+    def planned(started: StartedJob) -> Progress:
+        global _job_recorded
+        nonlocal facts
+        _job_recorded = True
+        facts = started.facts
+        remember_options(started.paths.journal, given)
+        narrate_plan(started, destination_label(publisher.config))
+        if started.n_runs:
+            announce_budget(options)
+        return progress_for(sys.stderr, quiet or started.n_runs == 0)
+
     with publisher.lock("helmproc run"):  # one writer per destination, planning to the end
-        started = start_job(
+        report = run_job(
             src,
             publisher,
-            discovered=discovered,
+            options=options,
             chunk_size=chunk_size,
             work_root=DEFAULT_WORK_ROOT,
             journal_path=journal,
             max_file_bytes=parse_size(max_file_bytes) if max_file_bytes else None,
             source_organization=source_organization,
+            discovered=discovered,
+            on_planned=planned,
         )
-        _job_recorded = True
-        facts = started.facts
-        with started.journal as jr:
-            remember_options(started.paths.journal, given)
-            verb = "continuing" if started.continued else "starting"
-            if facts is not None:
-                say(
-                    f"helmproc: {count(facts.matched, 'run')} matched; "
-                    f"{facts.already_present} already in {destination_label(publisher.config)}"
-                )
-                for key in facts.changed[:5]:
-                    say(f"helmproc: source changed since {key} was converted: not converted "
-                        "again (the dataset keeps the converted version)")
-                if len(facts.changed) > 5:
-                    say(f"helmproc: ... and {len(facts.changed) - 5} more changed runs")
-            if started.n_runs == 0 and facts is not None:
-                say("helmproc: nothing new to convert; nothing to do unless the dataset lacks "
-                    "its releases rows or card")
-            say(
-                f"helmproc: {verb} job {jr.job().job_id if jr.job() else '?'}: "  # type: ignore[union-attr]
-                f"{count(started.n_runs, 'run')} in {count(started.n_chunks, 'chunk')} -> "
-                f"{destination_label(publisher.config)} "
-                f"(journal {jr.path})"
-            )
-            if started.n_runs:
-                announce_budget(options)
-            # always executed, even for a job the journal has as done: the destination may
-            # have lost what it published (rm -rf, verify --repair), and it is rebuilt
-            report = execute_job(
-                jr,
-                options,
-                progress_for(sys.stderr, quiet or started.n_runs == 0),
-                source_config=src.config,
-                ledger=started.ledger,
-                publisher=publisher,
-            )
         notice = compaction_notice(publisher)
     if notice:
         say(notice)
     finish_run(report, facts, as_json, strict)
+
+
+def narrate_plan(started: StartedJob, destination: str) -> None:
+    """What planning found and what the job will do, on stderr."""
+    facts = started.facts
+    if facts is not None:
+        say(f"helmproc: {count(facts.matched, 'run')} matched; {facts.already_present} already in "
+            f"{destination}")
+        for key in facts.changed[:5]:
+            say(f"helmproc: source changed since {key} was converted: not converted "
+                "again (the dataset keeps the converted version)")
+        if len(facts.changed) > 5:
+            say(f"helmproc: ... and {len(facts.changed) - 5} more changed runs")
+    if started.n_runs == 0 and facts is not None:
+        say("helmproc: nothing new to convert; nothing to do unless the dataset lacks "
+            "its releases rows or card")
+    job = started.journal.job()
+    say(
+        f"helmproc: {'continuing' if started.continued else 'starting'} job "
+        f"{job.job_id if job else '?'}: "
+        f"{count(started.n_runs, 'run')} in {count(started.n_chunks, 'chunk')} -> "
+        f"{destination} (journal {started.journal.path})"
+    )
 
 
 def runtime_options(

@@ -22,13 +22,15 @@ journal.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from helmproc.engine.facts import RunRef
 from helmproc.engine.job.options import ExecOptions, exec_options
 from helmproc.engine.job.progress import Progress
-from helmproc.engine.job.start import DEFAULT_CHUNK_SIZE, execute_job, start_job
+from helmproc.engine.job.start import DEFAULT_CHUNK_SIZE, StartedJob, execute_job, start_job
 from helmproc.engine.job.verify import VerifyReport, verify_journal
 from helmproc.engine.job.workdir import (
     DEFAULT_WORK_ROOT,
@@ -67,21 +69,42 @@ def run_job(
     work_root: Path = DEFAULT_WORK_ROOT,
     journal_path: Path | None = None,
     max_file_bytes: int | None = None,
+    source_organization: str | None = None,
+    discovered: list[RunRef] | None = None,
     progress: Progress | None = None,
+    on_planned: Callable[[StartedJob], Progress | None] | None = None,
 ) -> StatusReport:
     """Start (or continue) the job that converts ``source`` into ``publisher`` and run it to
-    the end; the final status. ``options`` default to ``exec_options`` for the job's folder."""
-    started = start_job(
-        source,
-        publisher,
-        chunk_size=chunk_size,
-        work_root=work_root,
-        journal_path=journal_path,
-        max_file_bytes=max_file_bytes,
-    )
-    with started.journal as journal:
-        options = options or exec_options(journal.path.parent)
-        return execute_job(journal, options, progress)
+    the end; the final status. The source is read first (``discovered``: its runs, if the
+    caller listed them already), then the destination is held from planning to the end (one
+    writer). ``options`` default to ``exec_options`` for the job's folder. ``on_planned`` is
+    called with the journaled plan before it executes (to report it); a progress it returns
+    replaces ``progress``. The job executes even when its journal says done: the destination
+    may have lost what it published, and it is rebuilt."""
+    if discovered is None:
+        discovered = source.discover()  # a source that cannot be read touches no destination
+    with publisher.lock("job"):
+        started = start_job(
+            source,
+            publisher,
+            discovered=discovered,
+            chunk_size=chunk_size,
+            work_root=work_root,
+            journal_path=journal_path,
+            max_file_bytes=max_file_bytes,
+            source_organization=source_organization,
+        )
+        with started.journal as journal:
+            if on_planned is not None:
+                progress = on_planned(started) or progress
+            return execute_job(
+                journal,
+                options or exec_options(journal.path.parent),
+                progress,
+                source_config=source.config,  # the live source: it may hold credentials
+                ledger=started.ledger,
+                publisher=publisher,
+            )
 
 
 def resume_job(
