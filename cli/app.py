@@ -1,4 +1,4 @@
-"""The ``helmproc`` command line: a thin Typer view over ``helmproc.engine`` and the journal.
+"""The ``helmproc`` command line: a thin Typer view over ``helmproc.engine``'s public API.
 
 Results go to stdout, narration and progress to stderr. Exit codes: 0 done, 1 handled error
 (see ``cli/errors.py``), 2 usage, 130 interrupted. Nothing here holds state: an interrupted
@@ -88,9 +88,7 @@ from helmproc.engine import (
     render_text,
     run_job,
 )
-from helmproc.engine import (
-    compact as compact_dataset,
-)
+from helmproc.engine import compact as compact_dataset
 from helmproc.engine.errors import ConfigError
 
 DEFAULT_DESTINATION = Path("helm-eee-dataset")

@@ -16,17 +16,9 @@ import typer
 
 from helmproc.cli.narration import count, examples, say
 from helmproc.cli.option_checks import at_least
-from helmproc.engine import (
-    DEFAULT_BASE_URL,
-    RunFilters,
-    make_source,
-)
-from helmproc.engine import (
-    list_releases as releases_of,
-)
-from helmproc.engine import (
-    list_suites as suites_of,
-)
+from helmproc.engine import DEFAULT_BASE_URL, RunFilters, make_source
+from helmproc.engine import list_releases as releases_of
+from helmproc.engine import list_suites as suites_of
 
 SourceOpt = Annotated[
     str | None,

@@ -15,9 +15,9 @@ datastore layout. ``make_source`` and ``make_publisher`` build a source and a de
 what a user names, ``exec_options`` a session's runtime options (workers, memory and disk
 budgets, executor, publishing pace) from typed values: one place each. This module holds the
 job-level functions; ``helmproc.engine`` exports them with the stages' types and functions
-(``engine/__init__.py`` lists every public name and where it lives), and the CLI imports
-nothing else. Nothing here holds state: after a crash, ``resume_job`` continues from the
-journal.
+(``engine/__init__.py`` lists every public name and where it lives); the CLI imports nothing
+else from the engine but the shared vocabulary (``pyproject.toml``'s contracts). Nothing here
+holds state: after a crash, ``resume_job`` continues from the journal.
 """
 
 from __future__ import annotations
