@@ -830,7 +830,7 @@ def as_json(m: Measured) -> dict[str, Any]:
 
 
 def _parse_size(text: str) -> int:
-    from helmproc.engine.job.budget import parse_size
+    from helmproc.cli.option_checks import parse_size
 
     return parse_size(text)
 

@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from helmproc.engine.publish.registry import destination_label
-from helmproc.journal import StatusReport
+from helmproc.engine import StatusReport, destination_label
 
 RATE_WINDOW_S = 300.0
 

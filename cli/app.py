@@ -1,4 +1,4 @@
-"""The ``helmproc`` command line: a thin Typer view over ``helmproc.engine`` and the journal.
+"""The ``helmproc`` command line: a thin Typer view over ``helmproc.engine``'s public API.
 
 Results go to stdout, narration and progress to stderr. Exit codes: 0 done, 1 handled error
 (see ``cli/errors.py``), 2 usage, 130 interrupted. Nothing here holds state: an interrupted
@@ -7,7 +7,6 @@ command leaves the journal as the engine left it, and ``helmproc resume`` contin
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import json
 import os
@@ -29,7 +28,6 @@ from helmproc.cli.destination import (
     RevisionOpt,
     UploadWorkersOpt,
     check_folder_destination,
-    with_publishing,
 )
 from helmproc.cli.errors import (
     EXIT_ALL_FAILED,
@@ -49,40 +47,50 @@ from helmproc.cli.listing import (
     LimitOpt,
     ModelOpt,
     SourceOpt,
-    build_source,
     list_app,
 )
 from helmproc.cli.narration import count, examples, say
-from helmproc.cli.option_checks import at_least, executor_text, size_text, workers_text
+from helmproc.cli.option_checks import (
+    at_least,
+    executor_text,
+    parse_size,
+    parse_workers,
+    size_text,
+    workers_text,
+)
 from helmproc.cli.verify import verify
-from helmproc.engine.errors import ConfigError
-from helmproc.engine.job.budget import format_size, parse_size
-from helmproc.engine.job.interrupts import JobInterrupted
-from helmproc.engine.job.options import ExecOptions
-from helmproc.engine.job.progress import progress_for
-from helmproc.engine.job.start import (
+from helmproc.engine import (
     DEFAULT_CHUNK_SIZE,
+    DEFAULT_WORK_ROOT,
+    ExecOptions,
+    JobInterrupted,
+    Journal,
     LedgerFacts,
+    Progress,
+    RunFilters,
+    StartedJob,
+    StatusReport,
+    compaction_notice,
     default_workers,
+    destination_label,
     exec_options,
     execute_job,
-    start_job,
-)
-from helmproc.engine.job.workdir import (
-    DEFAULT_WORK_ROOT,
-    JobPaths,
     find_journal,
-    record_runtime_options,
-    recorded_runtime_options,
+    format_size,
+    job_view,
+    local_root,
+    make_publisher,
+    make_source,
+    progress_for,
+    project_for_folder,
+    recall_options,
+    remember_options,
+    render_text,
+    run_job,
 )
+from helmproc.engine import compact as compact_dataset
+from helmproc.engine.errors import ConfigError
 from helmproc.engine.lean_imports import refuse_pandas
-from helmproc.engine.publish.compaction import compact as compact_dataset
-from helmproc.engine.publish.compaction import compaction_notice
-from helmproc.engine.publish.registry import destination_label, make_publisher
-from helmproc.engine.sources.filters import RunFilters
-from helmproc.engine.sources.folder import DirSource, project_for_folder
-from helmproc.journal import Journal, StatusReport, render_text
-from helmproc.journal.locking import live_holder
 
 DEFAULT_DESTINATION = Path("helm-eee-dataset")
 
@@ -352,7 +360,6 @@ def run(
     destination does not hold yet are converted (its `runs` table is the ledger), so the same
     command on a fresh machine converts nothing twice.
     """
-    global _job_recorded
     filters = RunFilters.build(
         adapter_methods=adapter_method, models=model, include=include, exclude=exclude, limit=limit
     )
@@ -367,76 +374,86 @@ def run(
     }
     work_dir = journal.parent if journal else DEFAULT_WORK_ROOT
     options = runtime_options(given, work_dir)
-    src = build_source(source, benchmark, release, suite, filters)
-    local_root = local_source_root(src)
+    src = make_source(source, benchmark, release, suite, filters)
+    src_root = local_root(src)
     if repo_id is None:
-        check_folder_destination(to, local_root)
+        check_folder_destination(to, src_root)
     publisher = make_publisher(to, repo_id, revision, private)
-    if local_root is not None:
+    if src_root is not None:
         name, why = project_for_folder(source or ".", benchmark[0] if benchmark else None)
         say(f"helmproc: project {name!r} ({why})")
     discovered = src.discover()  # a source that cannot be read touches no destination
+    facts: LedgerFacts | None = None
+
+    def planned(started: StartedJob) -> Progress:
+        global _job_recorded
+        nonlocal facts
+        _job_recorded = True
+        facts = started.facts
+        remember_options(started.paths.journal, given)
+        narrate_plan(started, destination_label(publisher.config))
+        if started.n_runs:
+            announce_budget(options)
+        return progress_for(sys.stderr, quiet or started.n_runs == 0)
+
     with publisher.lock("helmproc run"):  # one writer per destination, planning to the end
-        started = start_job(
+        report = run_job(
             src,
             publisher,
-            discovered=discovered,
+            options=options,
             chunk_size=chunk_size,
             work_root=DEFAULT_WORK_ROOT,
             journal_path=journal,
             max_file_bytes=parse_size(max_file_bytes) if max_file_bytes else None,
             source_organization=source_organization,
+            discovered=discovered,
+            on_planned=planned,
         )
-        _job_recorded = True
-        facts = started.facts
-        with started.journal as jr:
-            record_runtime_options(started.paths, given)
-            verb = "continuing" if started.continued else "starting"
-            if facts is not None:
-                say(
-                    f"helmproc: {count(facts.matched, 'run')} matched; "
-                    f"{facts.already_present} already in {destination_label(publisher.config)}"
-                )
-                for key in facts.changed[:5]:
-                    say(f"helmproc: source changed since {key} was converted: not converted "
-                        "again (the dataset keeps the converted version)")
-                if len(facts.changed) > 5:
-                    say(f"helmproc: ... and {len(facts.changed) - 5} more changed runs")
-            if started.n_runs == 0 and facts is not None:
-                say("helmproc: nothing new to convert; nothing to do unless the dataset lacks "
-                    "its releases rows or card")
-            say(
-                f"helmproc: {verb} job {jr.job().job_id if jr.job() else '?'}: "  # type: ignore[union-attr]
-                f"{count(started.n_runs, 'run')} in {count(started.n_chunks, 'chunk')} -> "
-                f"{destination_label(publisher.config)} "
-                f"(journal {jr.path})"
-            )
-            if started.n_runs:
-                announce_budget(options)
-            # always executed, even for a job the journal has as done: the destination may
-            # have lost what it published (rm -rf, verify --repair), and it is rebuilt
-            report = execute_job(
-                jr,
-                options,
-                progress_for(sys.stderr, quiet or started.n_runs == 0),
-                source_config=src.config,
-                ledger=started.ledger,
-                publisher=publisher,
-            )
         notice = compaction_notice(publisher)
     if notice:
         say(notice)
     finish_run(report, facts, as_json, strict)
 
 
-def runtime_options(given: dict[str, Any], work_dir: Path) -> ExecOptions:
-    """The execution options from the command line's text (checked again here)."""
-    options = exec_options(
-        given["max_workers"], given["memory_budget"], given["disk_budget"], work_dir,
-        given["executor"],
+def narrate_plan(started: StartedJob, destination: str) -> None:
+    """What planning found and what the job will do, on stderr."""
+    facts = started.facts
+    if facts is not None:
+        say(f"helmproc: {count(facts.matched, 'run')} matched; {facts.already_present} already in "
+            f"{destination}")
+        for key in facts.changed[:5]:
+            say(f"helmproc: source changed since {key} was converted: not converted "
+                "again (the dataset keeps the converted version)")
+        if len(facts.changed) > 5:
+            say(f"helmproc: ... and {len(facts.changed) - 5} more changed runs")
+    if started.n_runs == 0 and facts is not None:
+        say("helmproc: nothing new to convert; nothing to do unless the dataset lacks "
+            "its releases rows or card")
+    job = started.journal.job()
+    say(
+        f"helmproc: {'continuing' if started.continued else 'starting'} job "
+        f"{job.job_id if job else '?'}: "
+        f"{count(started.n_runs, 'run')} in {count(started.n_chunks, 'chunk')} -> "
+        f"{destination} (journal {started.journal.path})"
     )
-    return with_publishing(
-        options, given["upload_workers"], given["files_per_commit"], given["commits_per_hour"]
+
+
+def runtime_options(
+    given: dict[str, Any], work_dir: Path, retry_failed: bool = False
+) -> ExecOptions:
+    """The execution options from the command line's values (as given, or as recorded: sizes
+    and worker counts are text, parsed here; None: the default)."""
+    workers, memory, disk = given["max_workers"], given["memory_budget"], given["disk_budget"]
+    return exec_options(
+        work_dir,
+        max_workers=None if workers is None else parse_workers(str(workers)),
+        memory_budget=None if memory is None else parse_size(str(memory)),
+        disk_budget=None if disk is None else parse_size(str(disk)),
+        executor=given["executor"],
+        upload_workers=given["upload_workers"],
+        files_per_commit=given["files_per_commit"],
+        commits_per_hour=given["commits_per_hour"],
+        retry_failed=retry_failed,
     )
 
 
@@ -451,12 +468,6 @@ def already_complete(jr: Journal) -> StatusReport | None:
 
 def option_flag(name: str) -> str:
     return "--" + name.replace("_", "-")
-
-
-def local_source_root(source: object) -> Path | None:
-    """The folder of a local source (the destination must not be inside it), else None."""
-    inner = getattr(source, "inner", source)
-    return inner.root if isinstance(inner, DirSource) else None
 
 
 @app.command(
@@ -505,7 +516,7 @@ def resume(
     with Journal.open(path) as jr:
         _job_recorded = True
         say(f"helmproc: resuming from {jr.path}")
-        recorded = recorded_runtime_options(JobPaths.for_journal(jr.path))
+        recorded = recall_options(jr.path)
         chosen = dict(given)
         reused, overridden = [], []
         for name, value in recorded.items():
@@ -520,8 +531,7 @@ def resume(
             say(f"helmproc: using the job's recorded options: {', '.join(reused)}")
         if overridden:
             say(f"helmproc: overriding the recorded options: {', '.join(overridden)}")
-        options = runtime_options(chosen, jr.path.parent)
-        options = dataclasses.replace(options, retry_failed=retry_failed)
+        options = runtime_options(chosen, jr.path.parent, retry_failed)
         report = None if retry_failed else already_complete(jr)
         if report is None:
             announce_budget(options)
@@ -553,16 +563,11 @@ def status(
     path = find_journal(DEFAULT_WORK_ROOT, journal)
     clear = watch and not as_json and sys.stdout.isatty()
     while True:
-        with Journal.open(path, readonly=True) as jr:
-            report = jr.status()
-            job = jr.job()
-            activity = job_activity(
-                job.config if job else {},
-                job.started_at if job else None,
-                jr.events(),
-                report,
-                live_holder(jr.path),
-            )
+        view = job_view(path)
+        report = view.report
+        activity = job_activity(
+            view.config, view.started_at, view.events, report, view.holder_pid
+        )
         if as_json:
             data = {**report.to_json(), **activity.to_json()}
             print(json.dumps(data, sort_keys=True, indent=None if watch else 2), flush=True)

@@ -9,7 +9,6 @@ Stateless; nothing here survives a crash or needs to.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from pathlib import Path
 from typing import Annotated
@@ -17,8 +16,8 @@ from typing import Annotated
 import typer
 
 from helmproc.cli.option_checks import at_least
+from helmproc.engine import DEFAULT_FILES_PER_COMMIT, DEFAULT_UPLOAD_WORKERS
 from helmproc.engine.errors import ConfigError
-from helmproc.engine.job.options import DEFAULT_FILES_PER_COMMIT, ExecOptions
 
 RepoIdOpt = Annotated[
     str | None,
@@ -47,7 +46,7 @@ UploadWorkersOpt = Annotated[
         metavar="N",
         callback=at_least(1),
         help="Commits in flight at once.",
-        show_default="1",
+        show_default=str(DEFAULT_UPLOAD_WORKERS),
     ),
 ]
 FilesPerCommitOpt = Annotated[
@@ -57,7 +56,7 @@ FilesPerCommitOpt = Annotated[
         metavar="N",
         callback=at_least(1),
         help="Most shard files in one commit.",
-        show_default="50",
+        show_default=str(DEFAULT_FILES_PER_COMMIT),
     ),
 ]
 CommitsPerHourOpt = Annotated[
@@ -70,7 +69,6 @@ CommitsPerHourOpt = Annotated[
         show_default="100 for the Hub, unlimited for a folder",
     ),
 ]
-DEFAULT_UPLOAD_WORKERS = 1
 
 
 def check_folder_destination(to: Path, source_root: Path | None) -> None:
@@ -93,18 +91,3 @@ def check_folder_destination(to: Path, source_root: Path | None) -> None:
         folder.rmdir()
     if not writable:
         raise ConfigError(f"--to {to}: not a writable folder")
-
-
-def with_publishing(
-    options: ExecOptions,
-    upload_workers: int | None,
-    files_per_commit: int | None,
-    commits_per_hour: float | None,
-) -> ExecOptions:
-    """``options`` with the publishing pace (None: the default)."""
-    return dataclasses.replace(
-        options,
-        upload_workers=upload_workers or DEFAULT_UPLOAD_WORKERS,
-        publish_max_files=files_per_commit or DEFAULT_FILES_PER_COMMIT,
-        commits_per_hour=commits_per_hour,
-    )

@@ -56,8 +56,10 @@ AGAIN = "run the same command again"
 def error_table() -> tuple[ErrorRow, ...]:
     """The table, built on first use: the export writer (pyarrow.compute) and the Hub errors
     (requests) are imported only when an error is described, not at every start-up."""
-    from helmproc.engine.export.writer import DatasetError, DatasetNotFoundError, ExportIOError
-    from helmproc.engine.publish.hub_failures import (
+    from helmproc.engine import (  # each name resolved from its module on first use
+        DatasetError,
+        DatasetNotFoundError,
+        ExportIOError,
         HubAuthError,
         HubTokenMissingError,
         HubUnavailableError,

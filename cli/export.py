@@ -1,6 +1,6 @@
 """``helmproc export-eee``: a helmproc dataset folder -> the EEE datastore layout.
 
-A thin view over :func:`helmproc.engine.export.writer.export_eee`. The summary (runs exported,
+A thin view over :func:`helmproc.engine.export_eee`. The summary (runs exported,
 files written, runs skipped with their reasons) goes to stdout, as text or with ``--json`` as
 one JSON object; progress lines go to stderr. A missing or empty dataset folder is reported
 through the error table (``cli/errors.py``). Exporting again is the repair for an
@@ -19,8 +19,8 @@ import typer
 
 from helmproc.cli.narration import count
 
-if TYPE_CHECKING:  # the writer (pyarrow.compute) is imported when exporting, not at start-up
-    from helmproc.engine.export.writer import ExportReport
+if TYPE_CHECKING:
+    from helmproc.engine import ExportReport
 
 PROGRESS_EVERY_RUNS = 500
 
@@ -67,7 +67,9 @@ def export_eee_command(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Write the dataset as Every Eval Ever 0.3.0 records (aggregate JSON + samples JSONL)."""
-    from helmproc.engine.export.writer import export_eee
+    # resolved on first use (engine/__init__.py): the writer (pyarrow.compute) is imported
+    # when exporting, not at start-up
+    from helmproc.engine import export_eee
 
     report = export_eee(source, to, on_run=_progress(quiet))
     if as_json:

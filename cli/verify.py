@@ -1,10 +1,10 @@
 """``helmproc verify``: check a dataset, from the dataset alone or against a job's journal.
 
-With ``--to DIR`` or ``--repo-id ORG/NAME`` no journal is needed: ``engine/publish/
-dataset_check`` checks the dataset itself (groups whole and readable, row counts as its
+With ``--to DIR`` or ``--repo-id ORG/NAME`` no journal is needed: the engine's
+``check_destination`` checks the dataset itself (groups whole and readable, row counts as its
 ``runs`` table records, no run twice, no file that no shard accounts for); ``--repair``
 deletes what is damaged so the next ``helmproc run`` (same command) converts those runs again.
-Without them it calls the engine's ``verify_journal`` (``engine/job/verify.py``: exists, size,
+Without them it calls the engine's ``verify_job`` (``engine/job/verify.py``: exists, size,
 sha256 and Parquet row count of every shard of every published chunk). One line per problem
 (or ``--json``); the exit code is 1 when there is any. Verifying only reads (``--repair``
 deletes, in one step), so a crash mid-verify needs no repair: run it again.
@@ -21,21 +21,20 @@ import typer
 
 from helmproc.cli.destination import RepoIdOpt, RevisionOpt
 from helmproc.cli.errors import EXIT_ERROR
+from helmproc.engine import (
+    Publisher,
+    check_destination,
+    destination_label,
+    make_publisher,
+    verify_job,
+)
 from helmproc.engine.errors import ConfigError
-from helmproc.engine.job.verify import verify_journal
-from helmproc.engine.job.workdir import DEFAULT_WORK_ROOT, find_journal
-from helmproc.engine.publish.dataset_check import check_dataset, repair_dataset
-from helmproc.engine.publish.folder import Publisher
-from helmproc.engine.publish.ledger import read_ledger
-from helmproc.engine.publish.registry import destination_label, make_publisher
 
 
 def verify_dataset(publisher: Publisher, repair: bool, as_json: bool) -> None:
     """The journal-free check (and repair) of ``publisher``'s destination."""
-    with publisher.lock("helmproc verify"):
-        ledger = read_ledger(publisher)
-        report = check_dataset(publisher, ledger)
-        removed = repair_dataset(publisher, report, ledger) if repair and not report.ok else []
+    checked = check_destination(publisher, repair=repair)
+    report, removed = checked.check, checked.removed
     label = destination_label(publisher.config)
     if as_json:
         data = report.to_json()
@@ -95,7 +94,7 @@ def verify(
         return
     if repair:
         raise ConfigError("--repair needs --to DIR or --repo-id ORG/NAME")
-    report = verify_journal(find_journal(DEFAULT_WORK_ROOT, journal))
+    report = verify_job(journal)
     if as_json:
         print(json.dumps(report.to_json(), indent=2, sort_keys=True))
     else:

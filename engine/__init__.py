@@ -33,7 +33,13 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from helmproc.engine.api import (
+        DestinationCheck,
+        JobView,
+        check_destination,
         job_status,
+        job_view,
+        recall_options,
+        remember_options,
         resume_job,
         run_job,
         verify_job,
@@ -42,17 +48,32 @@ if TYPE_CHECKING:
         HelmprocError,
     )
     from helmproc.engine.export.writer import (
+        DatasetError,
+        DatasetNotFoundError,
+        ExportIOError,
         ExportReport,
         export_eee,
     )
     from helmproc.engine.facts import (
         RunRef,
     )
+    from helmproc.engine.job.budget import (
+        format_size,
+    )
+    from helmproc.engine.job.executors import (
+        parse_executor,
+    )
     from helmproc.engine.job.interrupts import (
         JobInterrupted,
     )
     from helmproc.engine.job.options import (
+        AUTO_WORKERS,
+        DEFAULT_FILES_PER_COMMIT,
+        DEFAULT_UPLOAD_WORKERS,
         ExecOptions,
+        Workers,
+        default_workers,
+        exec_options,
     )
     from helmproc.engine.job.progress import (
         NullProgress,
@@ -61,8 +82,8 @@ if TYPE_CHECKING:
     )
     from helmproc.engine.job.start import (
         DEFAULT_CHUNK_SIZE,
+        LedgerFacts,
         StartedJob,
-        exec_options,
         execute_job,
         start_job,
     )
@@ -75,6 +96,14 @@ if TYPE_CHECKING:
         DEFAULT_WORK_ROOT,
         find_journal,
     )
+    from helmproc.engine.publish.compaction import (
+        CompactionReport,
+        compact,
+        compaction_notice,
+    )
+    from helmproc.engine.publish.dataset_check import (
+        DatasetCheck,
+    )
     from helmproc.engine.publish.folder import (
         DirPublisher,
         Publisher,
@@ -82,12 +111,18 @@ if TYPE_CHECKING:
     from helmproc.engine.publish.hub import (
         HubPublisher,
     )
+    from helmproc.engine.publish.hub_failures import (
+        HubAuthError,
+        HubTokenMissingError,
+        HubUnavailableError,
+    )
     from helmproc.engine.publish.registry import (
         destination_label,
         make_publisher,
         publisher_from_config,
     )
     from helmproc.engine.sources.bucket import (
+        DEFAULT_BASE_URL,
         HttpSource,
     )
     from helmproc.engine.sources.filters import (
@@ -98,8 +133,13 @@ if TYPE_CHECKING:
         DirSource,
         MultiSource,
         Source,
+        project_for_folder,
     )
     from helmproc.engine.sources.registry import (
+        list_releases,
+        list_suites,
+        local_root,
+        make_source,
         source_from_config,
     )
     from helmproc.journal import (
@@ -110,18 +150,33 @@ if TYPE_CHECKING:
 
 # Every public name and the module that defines it.
 _WHERE: dict[str, str] = {
+    "AUTO_WORKERS": "helmproc.engine.job.options",
+    "CompactionReport": "helmproc.engine.publish.compaction",
+    "DEFAULT_BASE_URL": "helmproc.engine.sources.bucket",
     "DEFAULT_CHUNK_SIZE": "helmproc.engine.job.start",
+    "DEFAULT_FILES_PER_COMMIT": "helmproc.engine.job.options",
+    "DEFAULT_UPLOAD_WORKERS": "helmproc.engine.job.options",
     "DEFAULT_WORK_ROOT": "helmproc.engine.job.workdir",
+    "DatasetCheck": "helmproc.engine.publish.dataset_check",
+    "DatasetError": "helmproc.engine.export.writer",
+    "DatasetNotFoundError": "helmproc.engine.export.writer",
+    "DestinationCheck": "helmproc.engine.api",
     "DirPublisher": "helmproc.engine.publish.folder",
     "DirSource": "helmproc.engine.sources.folder",
     "ExecOptions": "helmproc.engine.job.options",
+    "ExportIOError": "helmproc.engine.export.writer",
     "ExportReport": "helmproc.engine.export.writer",
     "FilteredSource": "helmproc.engine.sources.filters",
     "HelmprocError": "helmproc.engine.errors",
     "HttpSource": "helmproc.engine.sources.bucket",
+    "HubAuthError": "helmproc.engine.publish.hub_failures",
     "HubPublisher": "helmproc.engine.publish.hub",
+    "HubTokenMissingError": "helmproc.engine.publish.hub_failures",
+    "HubUnavailableError": "helmproc.engine.publish.hub_failures",
     "JobInterrupted": "helmproc.engine.job.interrupts",
+    "JobView": "helmproc.engine.api",
     "Journal": "helmproc.journal",
+    "LedgerFacts": "helmproc.engine.job.start",
     "Mismatch": "helmproc.engine.job.verify",
     "MultiSource": "helmproc.engine.sources.folder",
     "NullProgress": "helmproc.engine.job.progress",
@@ -133,15 +188,30 @@ _WHERE: dict[str, str] = {
     "StartedJob": "helmproc.engine.job.start",
     "StatusReport": "helmproc.journal",
     "VerifyReport": "helmproc.engine.job.verify",
+    "Workers": "helmproc.engine.job.options",
+    "check_destination": "helmproc.engine.api",
+    "compact": "helmproc.engine.publish.compaction",
+    "compaction_notice": "helmproc.engine.publish.compaction",
+    "default_workers": "helmproc.engine.job.options",
     "destination_label": "helmproc.engine.publish.registry",
-    "exec_options": "helmproc.engine.job.start",
+    "exec_options": "helmproc.engine.job.options",
     "execute_job": "helmproc.engine.job.start",
     "export_eee": "helmproc.engine.export.writer",
     "find_journal": "helmproc.engine.job.workdir",
+    "format_size": "helmproc.engine.job.budget",
     "job_status": "helmproc.engine.api",
+    "job_view": "helmproc.engine.api",
+    "list_releases": "helmproc.engine.sources.registry",
+    "list_suites": "helmproc.engine.sources.registry",
+    "local_root": "helmproc.engine.sources.registry",
     "make_publisher": "helmproc.engine.publish.registry",
+    "make_source": "helmproc.engine.sources.registry",
+    "parse_executor": "helmproc.engine.job.executors",
     "progress_for": "helmproc.engine.job.progress",
+    "project_for_folder": "helmproc.engine.sources.folder",
     "publisher_from_config": "helmproc.engine.publish.registry",
+    "recall_options": "helmproc.engine.api",
+    "remember_options": "helmproc.engine.api",
     "render_text": "helmproc.journal",
     "resume_job": "helmproc.engine.api",
     "run_job": "helmproc.engine.api",
@@ -151,18 +221,33 @@ _WHERE: dict[str, str] = {
     "verify_journal": "helmproc.engine.job.verify",
 }
 __all__ = [
+    "AUTO_WORKERS",
+    "CompactionReport",
+    "DEFAULT_BASE_URL",
     "DEFAULT_CHUNK_SIZE",
+    "DEFAULT_FILES_PER_COMMIT",
+    "DEFAULT_UPLOAD_WORKERS",
     "DEFAULT_WORK_ROOT",
+    "DatasetCheck",
+    "DatasetError",
+    "DatasetNotFoundError",
+    "DestinationCheck",
     "DirPublisher",
     "DirSource",
     "ExecOptions",
+    "ExportIOError",
     "ExportReport",
     "FilteredSource",
     "HelmprocError",
     "HttpSource",
+    "HubAuthError",
     "HubPublisher",
+    "HubTokenMissingError",
+    "HubUnavailableError",
     "JobInterrupted",
+    "JobView",
     "Journal",
+    "LedgerFacts",
     "Mismatch",
     "MultiSource",
     "NullProgress",
@@ -174,15 +259,30 @@ __all__ = [
     "StartedJob",
     "StatusReport",
     "VerifyReport",
+    "Workers",
+    "check_destination",
+    "compact",
+    "compaction_notice",
+    "default_workers",
     "destination_label",
     "exec_options",
     "execute_job",
     "export_eee",
     "find_journal",
+    "format_size",
     "job_status",
+    "job_view",
+    "list_releases",
+    "list_suites",
+    "local_root",
     "make_publisher",
+    "make_source",
+    "parse_executor",
     "progress_for",
+    "project_for_folder",
     "publisher_from_config",
+    "recall_options",
+    "remember_options",
     "render_text",
     "resume_job",
     "run_job",

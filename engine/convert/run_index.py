@@ -240,11 +240,8 @@ def read_entries(path: Path, describe: DescribeStat, *, stream: bool) -> dict[En
     layout = StatLayout(describe)
     keys: dict[str, str] = {}  # perturbation key text, interned per file
     for entry in _per_instance_entries(path, stream):
-        perturbation = entry.perturbation
-        if perturbation is None:
-            pkey = None
-        else:
-            pkey = perturbation_key(perturbation)
+        pkey = perturbation_key(entry.perturbation)  # None: no perturbation
+        if pkey is not None:
             pkey = keys.setdefault(pkey, pkey)
         key = (sys.intern(entry.instance_id), pkey, entry.train_trial_index)
         if key in entries:

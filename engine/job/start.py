@@ -12,22 +12,13 @@ from the journaled config, so ``resume`` needs nothing but the journal.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from helmproc.engine.errors import BadJournalFileError, ConfigError, JournalError
 from helmproc.engine.facts import RunRef
-from helmproc.engine.job.budget import (
-    INITIAL_CHUNK_ESTIMATE,
-    Budget,
-    default_disk_budget,
-    default_memory_budget,
-    parse_size,
-)
 from helmproc.engine.job.coordinator import Coordinator
-from helmproc.engine.job.executors import parse_executor
 from helmproc.engine.job.options import ExecOptions
 from helmproc.engine.job.plan import job_id_for, plan_chunks
 from helmproc.engine.job.progress import Progress
@@ -125,42 +116,6 @@ def remove_damaged_groups(publisher: Publisher, ledger: Ledger) -> Ledger:
     paths = sorted(p for g in damaged for p in ledger.groups[g].values())
     publisher.replace_files([], paths, f"helmproc: remove {len(damaged)} damaged group(s)")
     return read_ledger(publisher, pin=True)
-
-
-def default_workers() -> int:
-    return max(1, os.cpu_count() or 1)
-
-
-def exec_options(
-    max_workers: str | None,
-    memory_budget: str | None,
-    disk_budget: str | None,
-    work_dir: Path,
-    executor: str | None = None,
-) -> ExecOptions:
-    """Runtime options from CLI text: worker count (a number or ``auto``) and budgets.
-
-    ``auto`` runs as many workers as the memory budget holds at the first estimate of a
-    worker's peak, at most one per CPU.
-    """
-    budget = Budget(
-        parse_size(memory_budget) if memory_budget else default_memory_budget(),
-        parse_size(disk_budget) if disk_budget else default_disk_budget(work_dir),
-    )
-    if max_workers is None:
-        workers = default_workers()
-    elif max_workers == "auto":
-        workers = max(1, min(default_workers(), budget.memory_budget // INITIAL_CHUNK_ESTIMATE))
-    else:
-        try:
-            workers = int(max_workers)
-        except ValueError:
-            raise ConfigError(
-                f"--max-workers must be a number or 'auto', not {max_workers!r}"
-            ) from None
-        if workers < 1:
-            raise ConfigError("--max-workers must be at least 1")
-    return ExecOptions(max_workers=workers, budget=budget, executor=parse_executor(executor))
 
 
 def start_job(

@@ -97,8 +97,8 @@ def check_dataset(publisher: Publisher, ledger: Ledger | None = None) -> Dataset
         try:
             rows[path] = _row_count(publisher, path, entry.size)
         except (OSError, ValueError, pa.ArrowException) as exc:
-            group = next((g for g, m in ledger.groups.items() if path in m.values()), None)
-            problems.append(Problem(path, f"unreadable: {exc}", group))
+            owner = next((g for g, m in ledger.groups.items() if path in m.values()), None)
+            problems.append(Problem(path, f"unreadable: {exc}", owner))
     expected: dict[str, tuple[int, int]] = {}
     if ledger.runs.num_rows:
         ok = [r for r in ledger.runs.to_pylist() if r["outcome"] == "ok"]
@@ -131,11 +131,11 @@ def check_dataset(publisher: Publisher, ledger: Ledger | None = None) -> Dataset
                 )
             )
     if ledger.release_rows != len(ledger.releases):
-        extra = ledger.release_rows - len(ledger.releases)
-        problems.append(Problem("releases/", f"{extra} releases rows are held twice"))
+        twice = ledger.release_rows - len(ledger.releases)
+        problems.append(Problem("releases/", f"{twice} releases rows are held twice"))
     for path in ledger.unreadable:
-        group = next((g for g, m in ledger.groups.items() if path in m.values()), None)
-        problems.append(Problem(path, "unreadable", group))
+        owner = next((g for g, m in ledger.groups.items() if path in m.values()), None)
+        problems.append(Problem(path, "unreadable", owner))
     for path in ledger.stray_files:
         problems.append(Problem(path, "no shard of the dataset accounts for this file"))
     return DatasetCheck(

@@ -4,12 +4,14 @@ imported after the journal (its names resolve lazily, so there is no import cycl
 from __future__ import annotations
 
 import ast
+import base64
 import json
 import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pyarrow.parquet as pq
 
@@ -67,3 +69,30 @@ def test_every_public_name_resolves_to_its_defining_module() -> None:
     assert set(api.__all__) <= set(helmproc.engine.__all__)
     for name, where in helmproc.engine._WHERE.items():
         assert getattr(helmproc.engine, name) is getattr(importlib.import_module(where), name)
+
+
+def test_run_job_reads_with_the_credentials_of_the_source_it_was_given(tmp_path: Path) -> None:
+    """The journal keeps the source without its credentials; the job itself must read with
+    them (a server that requires them refuses the journaled URL)."""
+    from helmproc.engine import DirPublisher, ExecOptions, HttpSource, run_job
+    from tests.fakes.bucket_server import BucketServer
+
+    password, token = "pw-api-5ecret", "tok-api-5ecret"
+    release = "v1.1.0"
+    runs = json.loads((FIXTURE / "releases" / release / "runs_to_run_suites.json").read_text())
+    with BucketServer() as server:
+        server.mount("lite/benchmark_output", FIXTURE)
+        basic = base64.b64encode(f"reader:{password}".encode()).decode()
+        server.required = (f"Basic {basic}", f"access_token={token}")
+        parts = urlsplit(server.base_url)
+        netloc = f"reader:{password}@{parts.netloc}"
+        url = urlunsplit(parts._replace(netloc=netloc, query=f"access_token={token}"))
+        report = run_job(
+            HttpSource(url, project="lite", release=release),
+            DirPublisher(tmp_path / "out"),
+            options=ExecOptions(max_workers=1),
+            work_root=tmp_path / ".helmproc",
+        )
+    assert report.to_json()["runs"] == {"ok": len(runs), "failed": 0}
+    journal = next((tmp_path / ".helmproc").rglob("journal.sqlite")).read_bytes()
+    assert password.encode() not in journal and token.encode() not in journal

@@ -1,4 +1,4 @@
-"""The memory/disk budget: sizes, admission decisions, and a real overrun split in a job."""
+"""The memory/disk budget: admission decisions, and a real overrun split in a job."""
 
 from __future__ import annotations
 
@@ -8,37 +8,15 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from helmproc.engine.errors import ConfigError
-from helmproc.engine.job.budget import Budget, TreeMeter, TreeSample, parse_size
+from helmproc.engine.job.budget import Budget, TreeMeter, TreeSample
 from helmproc.engine.job.options import ExecOptions
 from helmproc.engine.job.plan import ramp_sizes
-from helmproc.engine.job.start import exec_options, execute_job, start_job
+from helmproc.engine.job.start import execute_job, start_job
 from helmproc.engine.publish.folder import DirPublisher
 from helmproc.engine.sources.folder import DirSource
 from tests.fakes.jobkit import FIXED_EPOCH, FIXTURE, inflate_run
 
 MiB = 1 << 20
-
-
-@pytest.mark.parametrize(
-    "text, expected",
-    [
-        ("800M", 800 * MiB),
-        ("4G", 4 << 30),
-        ("1.5GiB", int(1.5 * (1 << 30))),
-        ("512mb", 512 * MiB),
-        ("2000000", 2_000_000),
-        ("10k", 10 << 10),
-    ],
-)
-def test_parse_size(text: str, expected: int) -> None:
-    assert parse_size(text) == expected
-
-
-@pytest.mark.parametrize("text", ["", "lots", "-1G", "4X"])
-def test_parse_size_rejects_nonsense(text: str) -> None:
-    with pytest.raises(ConfigError, match="not a size"):
-        parse_size(text)
 
 
 class FixedMeter(TreeMeter):
@@ -100,13 +78,6 @@ def test_real_meter_sees_this_process() -> None:
     sample = TreeMeter().sample()
     assert sample.total > 10 * MiB
     assert all(v >= 0 for v in sample.by_pid.values())
-
-
-def test_auto_workers_follow_the_budget(tmp_path: Path) -> None:
-    assert exec_options("auto", "300M", "1G", tmp_path).max_workers == 1
-    assert exec_options("1", None, None, tmp_path).budget is not None
-    with pytest.raises(ConfigError, match="number or 'auto'"):
-        exec_options("many", None, None, tmp_path)
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,6 @@ import pyarrow.parquet as pq
 import pytest
 import requests
 
-from helmproc.cli.listing import build_source
 from helmproc.engine import stop_waits
 from helmproc.engine.errors import (
     ConfigError,
@@ -48,7 +47,7 @@ from helmproc.engine.sources.http_client import (
     parse_retry_after,
     process_session,
 )
-from helmproc.engine.sources.registry import source_from_config
+from helmproc.engine.sources.registry import make_source, source_from_config
 from tests.convert.test_shapes import encrypt_run
 from tests.fakes.bucket_server import BucketServer
 from tests.fakes.jobkit import FIXED_EPOCH, FIXTURE, folder_digest
@@ -740,8 +739,8 @@ def test_cli_list_releases_suites_and_runs(bucket: BucketServer, tmp_path: Path)
     assert "cannot read the source" in proc.stderr and "v9/runs_to_run_suites.json" in proc.stderr
     # the bucket needs a project, unless the URL names one
     with pytest.raises(ConfigError, match="needs --benchmark"):
-        build_source(bucket.base_url, None, None, None)
-    named = build_source(f"{bucket.base_url}/lite/benchmark_output", None, "v1.1.0", None)
+        make_source(bucket.base_url, None, None, None)
+    named = make_source(f"{bucket.base_url}/lite/benchmark_output", None, "v1.1.0", None)
     assert isinstance(named, HttpSource) and named.project == "lite"
 
 
