@@ -55,6 +55,7 @@ from helmproc.cli.listing import (
 from helmproc.cli.narration import count, examples, say
 from helmproc.cli.option_checks import at_least, executor_text, size_text, workers_text
 from helmproc.cli.verify import verify
+from helmproc.engine import stop_waits
 from helmproc.engine.errors import ConfigError
 from helmproc.engine.job.budget import format_size, parse_size
 from helmproc.engine.job.interrupts import JobInterrupted
@@ -634,6 +635,7 @@ app.command(
 
 
 def main() -> None:
+    stop_waits.sigint_stops_waits()  # Ctrl-C ends every wait on the network, planning too
     try:
         rc = app(standalone_mode=False)
         sys.stdout.flush()  # a closed output fails here, through the error table below
