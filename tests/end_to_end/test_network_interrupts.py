@@ -2,12 +2,13 @@
 
 A real ``helmproc run`` reads the loopback fake bucket, which holds one request open without
 a byte (before its headers, or after half its body) for far longer than the client's read
-timeout (``ClientSettings.read_timeout_s``, 60 s). Once the bucket's log shows the stalled
-request, a real SIGINT goes to the command's process group, as a terminal's Ctrl-C does. The
-command must exit with the interrupted code well before the read timeout could have ended the
-read, print no traceback, and leave what a later command needs: the same dataset as an
-uninterrupted job, by ``resume`` (a stall in a worker: the job was recorded) or by running
-the command again (a stall while discovering the runs: no job was recorded).
+timeout (``ClientSettings.read_timeout_s``, 60 s), or writes to the fake Hub, which holds a
+request open (the Hub client has no read timeout at all). Once the server's log shows the
+stalled request, a real SIGINT goes to the command's process group, as a terminal's Ctrl-C
+does. The command must exit with the interrupted code well before the read timeout could have
+ended the read, print no traceback, and leave what a later command needs: the same dataset as
+an uninterrupted job, by ``resume`` (the job was recorded) or by running the command again (a
+stall while discovering the runs or reading the destination's ledger: no job was recorded).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,7 @@ import pytest
 from helmproc.cli.errors import EXIT_INTERRUPTED
 from helmproc.engine.sources.http_client import ClientSettings
 from tests.fakes.bucket_server import BucketServer
+from tests.fakes.fake_hub import FakeHub, fake_hub_fixture, hub_env_fixture  # noqa: F401
 from tests.fakes.jobkit import FIXED_EPOCH, FIXTURE, folder_digest
 
 HELMPROC = [sys.executable, "-m", "helmproc.cli"]
@@ -72,8 +74,23 @@ def interrupt_at_stall(
     """Run ``helmproc`` with the first request matching ``match`` stalled (``kind``: the
     bucket's ``stall`` or ``stall_body``), SIGINT its process group once the bucket has the
     stalled request; (exit code, stderr, seconds from the signal to the exit)."""
-    before = len([e for e in server.requests_for(match) if e.fault == kind])
+
+    def stalled() -> int:
+        return len([e for e in server.requests_for(match) if e.fault == kind])
+
+    before = stalled()
     getattr(server.faults, kind)(match, STALL_S)
+    try:
+        return interrupt_when(cwd, args, lambda: stalled() > before)
+    finally:
+        server.faults.clear()
+
+
+def interrupt_when(
+    cwd: Path, args: list[str], reached: Callable[[], bool]
+) -> tuple[int, str, float]:
+    """Run ``helmproc``, SIGINT its process group once ``reached()`` (a server's log shows
+    the stalled request); (exit code, stderr, seconds from the signal to the exit)."""
     proc = subprocess.Popen(
         [*HELMPROC, *args],
         cwd=cwd,
@@ -85,9 +102,9 @@ def interrupt_at_stall(
     )
     try:
         deadline = time.monotonic() + REACH_S
-        while len([e for e in server.requests_for(match) if e.fault == kind]) == before:
+        while not reached():
             assert proc.poll() is None, proc.communicate()[1]
-            assert time.monotonic() < deadline, f"no stalled request for {match}"
+            assert time.monotonic() < deadline, "the stalled request never came"
             time.sleep(0.01)
         sent = time.monotonic()
         os.killpg(proc.pid, signal.SIGINT)
@@ -99,7 +116,6 @@ def interrupt_at_stall(
             pytest.fail(f"still running {BOUND_S:.0f} s after SIGINT; stderr:\n{err}")
         return proc.returncode, err, time.monotonic() - sent
     finally:
-        server.faults.clear()
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
@@ -161,3 +177,77 @@ def test_a_stalled_read_while_discovering_runs_ends_on_the_first_ctrl_c(
     again = run(cwd, *args, "--quiet")
     assert again.returncode == 0, again.stderr
     assert folder_digest(cwd / "out") == expected
+
+
+REPO = "org/interrupted"
+HUB_ARGS = ["--commits-per-hour", "36000", "--max-workers", "1", "--chunk-size", "3"]
+
+
+def hub_dataset(hub: FakeHub, repo: str) -> dict[str, str]:
+    """Path -> sha256 of the repo's files (the dataset as published)."""
+    return hub.files(repo)
+
+
+def hub_run(repo: str, *extra: str) -> list[str]:
+    return ["run", "--source", str(FIXTURE), "--repo-id", repo, *HUB_ARGS, *extra]
+
+
+def test_a_stalled_commit_to_the_hub_ends_on_the_first_ctrl_c(
+    hub_env: FakeHub, tmp_path: Path
+) -> None:
+    """The coordinator's committer thread waits for a commit the Hub holds open."""
+    hub = hub_env
+    done = run(tmp_path, *hub_run("org/reference"), "--quiet")
+    assert done.returncode == 0, done.stderr
+    hub.stall("commit", nth=hub.counts["commit"] + 1, seconds=STALL_S)
+    before = hub.stalled("commit")
+    code, err, seconds = interrupt_when(
+        tmp_path, hub_run(REPO), lambda: hub.stalled("commit") > before
+    )
+    assert code == EXIT_INTERRUPTED, err
+    assert seconds < BOUND_S
+    assert "Traceback" not in err, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("helmproc: interrupted (stopped on request"), err
+    assert "`helmproc resume` continues" in last, err
+
+    resumed = run(tmp_path, "resume")
+    assert resumed.returncode == 0, resumed.stderr
+    mine, theirs = hub_dataset(hub, REPO), hub_dataset(hub, "org/reference")
+    assert mine.keys() == theirs.keys()
+    assert {p: s for p, s in mine.items() if p != "README.md"} == {
+        p: s for p, s in theirs.items() if p != "README.md"
+    }
+
+
+def test_a_stalled_ledger_read_at_planning_ends_on_the_first_ctrl_c(
+    hub_env: FakeHub, tmp_path: Path
+) -> None:
+    """Planning a second job reads the dataset's runs tables (threads in parallel): one of
+    those downloads is held open."""
+    hub = hub_env
+    first, second = ["--suite", "v1.0.0"], ["--release", "v1.1.0"]
+    for repo in ("org/reference", REPO):
+        done = run(tmp_path, *hub_run(repo, *first), "--quiet")
+        assert done.returncode == 0, done.stderr
+    done = run(tmp_path, *hub_run("org/reference", *second), "--quiet")
+    assert done.returncode == 0, done.stderr
+
+    hub.stall("resolve", nth=hub.counts["resolve"] + 1, seconds=STALL_S)
+    before = hub.stalled("resolve")
+    code, err, seconds = interrupt_when(
+        tmp_path, hub_run(REPO, *second), lambda: hub.stalled("resolve") > before
+    )
+    assert code == EXIT_INTERRUPTED, err
+    assert seconds < BOUND_S
+    assert "Traceback" not in err, err
+    assert err.strip().splitlines()[-1] == (
+        "helmproc: interrupted before any job was recorded; nothing to resume"
+    ), err
+
+    again = run(tmp_path, *hub_run(REPO, *second), "--quiet")
+    assert again.returncode == 0, again.stderr
+    mine, theirs = hub_dataset(hub, REPO), hub_dataset(hub, "org/reference")
+    assert {p: s for p, s in mine.items() if p != "README.md"} == {
+        p: s for p, s in theirs.items() if p != "README.md"
+    }
