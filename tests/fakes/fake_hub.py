@@ -140,10 +140,10 @@ class Fault:
     route: str
     nth: int
     action: str  # "status" | "lose_response" | "drop" | "foreign_commit" | "stall"
-    seconds: float = 0.0
     status: int = 503
     headers: dict[str, str] = field(default_factory=dict)
     body: str | None = None
+    seconds: float = 0.0  # how long "stall" holds the request
 
 
 class HubError(Exception):
