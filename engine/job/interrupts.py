@@ -3,8 +3,9 @@
 The first signal asks the coordinator to stop admitting chunks and to let the chunks in
 flight finish, be journaled and published (into a local folder; what needs the network
 waits for ``resume``, below); the job then ends with ``JobInterrupted`` (exit 130). A second
-signal stops at once (``KeyboardInterrupt``): workers are killed, and whatever they were writing is a stray temp file that ``resume`` sweeps. Either way the journal only
-ever holds facts that were durable, so ``helmproc resume`` completes the job.
+signal stops at once (``KeyboardInterrupt``): workers are killed, and whatever they were
+writing is a stray temp file that ``resume`` sweeps. Either way the journal only ever holds
+facts that were durable, so ``helmproc resume`` completes the job.
 
 The first signal also ends every wait on the network within 0.1 s (``engine/stop_waits.py``):
 a retry's back-off, a rate-limit wait, and a request in progress that the server stalls, of
