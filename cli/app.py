@@ -87,6 +87,7 @@ from helmproc.engine import (
     remember_options,
     render_text,
     run_job,
+    stop_waits,
 )
 from helmproc.engine import compact as compact_dataset
 from helmproc.engine.errors import ConfigError
@@ -641,6 +642,7 @@ app.command(
 
 def main() -> None:
     refuse_pandas()  # pyarrow would import it in this process for nothing (lean_imports.py)
+    stop_waits.sigint_stops_waits()  # Ctrl-C ends every wait on the network, planning too
     try:
         rc = app(standalone_mode=False)
         sys.stdout.flush()  # a closed output fails here, through the error table below

@@ -41,6 +41,12 @@ that found nothing new writes nothing. The journal says "done" when every chunk 
 the last chunk is journaled ``cleaned`` only after that commit: a job killed during it is not
 done, and ``resume`` makes the commit (or finds it landed) before saying so. Commits are
 paced by the destination's ``max_commits_per_hour`` unless ``commits_per_hour`` overrides it.
+
+A stop request (the first Ctrl-C) also ends every wait on the network within 0.1 s
+(``engine/stop_waits.py``): a worker's download, a commit or a read of the Hub. A chunk whose
+download was cut goes back to the queue, a commit cut (or not started: none starts after a
+stop) leaves its chunks ``processed``, and the dataset's last commit waits for ``resume``; the
+job then ends with ``JobInterrupted``.
 """
 
 from __future__ import annotations
@@ -125,6 +131,7 @@ class Coordinator:
         self.pool_factory = pool_factory or (lambda n: make_executor(options.executor, n))
         self._fatal: BaseException | None = None
         self._stop_noted = False
+        self._interrupted = False  # a wait on the network was cut by a stop request
         job = journal.job()
         if job is None:
             raise ValueError("journal holds no job")
@@ -350,16 +357,20 @@ class Coordinator:
         pool = self.pool_factory(self.options.max_workers)
         try:
             with StopRequest() as stop:
-                pool = self._loop(stop, pool, queue, committer, staged)
-                self._halted(stop)
-                committer.close(drain=True)
-                for report in committer.reports(timeout=0):
-                    self._check_report(report)
-                if not queue and self._fatal is None:
-                    self._finish_dataset(releases)
-                    self._finished = True
-                    if self._last_clean is not None:
-                        self._clean(*self._last_clean)
+                try:
+                    pool = self._loop(stop, pool, queue, committer, staged)
+                    self._halted(stop)
+                    committer.close(drain=True)
+                    for report in committer.reports(timeout=0):
+                        if not self._publish_interrupted(report):
+                            self._check_report(report)
+                    if not queue and self._fatal is None and not self._interrupted:
+                        self._finish_dataset(releases)
+                        self._finished = True
+                        if self._last_clean is not None:
+                            self._clean(*self._last_clean)
+                except WaitInterrupted:  # a wait on the network (the Hub) cut by the stop
+                    self._interrupted = True
         except KeyboardInterrupt:
             pool.kill()  # the second signal: stop at once; resume sweeps what they left
             raise
@@ -368,10 +379,15 @@ class Coordinator:
             committer.close()
         if self._fatal is not None:
             raise self._fatal
-        if queue:
+        if queue or self._interrupted:
+            left = sum(
+                1 for s in self.journal.chunk_statuses().values()
+                if s.state is not ChunkState.CLEANED
+            )
             raise JobInterrupted(
-                f"stopped on request after finishing the chunks in flight; {len(queue)} "
-                "chunks left"
+                f"stopped on request after finishing the chunks in flight; {left} chunks left"
+                if left
+                else "stopped on request before the dataset's last commit (card, releases rows)"
             )
         report_ = self.journal.status()
         self.progress.finish(report_)
@@ -490,8 +506,8 @@ class Coordinator:
                     shutil.rmtree(self.pid_dir, ignore_errors=True)
                     pool = self.pool_factory(self.options.max_workers)
             for report in committer.reports(timeout=0 if inflight else POLL_S):
-                if isinstance(report.error, WaitInterrupted):  # stop requested: resume
-                    for cid in report.chunk_ids:  # publishes these (still `processed`)
+                if self._publish_interrupted(report):  # resume publishes these chunks
+                    for cid in report.chunk_ids:  # (still `processed`)
                         staged.pop(cid, None)
                     continue
                 self._check_report(report)
@@ -505,6 +521,13 @@ class Coordinator:
                 committer.submit_card(self._card_text(self._dataset_now()))
                 card_at = time.monotonic()
         return pool
+
+    def _publish_interrupted(self, report: PublishReport) -> bool:
+        """Whether a stop request cut this commit short (then the job ends interrupted)."""
+        if not isinstance(report.error, WaitInterrupted):
+            return False
+        self._interrupted = True
+        return True
 
     def _halted(self, stop: StopRequest) -> bool:
         """A stop was asked (said once, here: the signal handler only sets the flag) or a

@@ -1,17 +1,22 @@
 """Graceful stop on SIGINT / SIGTERM for the coordinator.
 
 The first signal asks the coordinator to stop admitting chunks and to let the chunks in
-flight finish, be journaled and published; the job then ends with ``JobInterrupted`` (exit
-130). A second signal stops at once (``KeyboardInterrupt``): workers are killed, and whatever
-they were writing is a stray temp file that ``resume`` sweeps. Either way the journal only
-ever holds facts that were durable, so ``helmproc resume`` completes the job.
+flight finish, be journaled and published (into a local folder; what needs the network
+waits for ``resume``, below); the job then ends with ``JobInterrupted`` (exit 130). A second
+signal stops at once (``KeyboardInterrupt``): workers are killed, and whatever they were
+writing is a stray temp file that ``resume`` sweeps. Either way the journal only ever holds
+facts that were durable, so ``helmproc resume`` completes the job.
 
-The first signal also ends the waits between network attempts within 0.1 s
-(``engine/stop_waits.py``): a retry's back-off or a rate-limit wait of the source or the Hub
-raises ``WaitInterrupted``, no new attempt starts, and the chunk or commit it was for stays as
-journaled, for ``resume``. A read in progress ends at its read timeout. Workers keep converting on
-SIGINT (a Ctrl-C on a terminal reaches the whole process group): only the coordinator decides
-when they stop; their SIGINT only ends their retry back-offs (``worker_sigint``).
+The first signal also ends every wait on the network within 0.1 s (``engine/stop_waits.py``):
+a retry's back-off, a rate-limit wait, and a request in progress that the server stalls, of
+the source or the Hub, raise ``WaitInterrupted``, no new request starts, and the chunk or
+commit it was for stays as journaled, for ``resume``. Workers keep converting on SIGINT (a
+Ctrl-C on a terminal reaches the whole process group): only the coordinator decides when they
+stop; their SIGINT only ends their network waits (``worker_sigint``).
+
+The flag is cleared when a job's handlers are installed and when they are removed, except on
+the second signal (``KeyboardInterrupt``): then the process is stopping at once, and requests
+still waited for (an upload thread's) must end too.
 """
 
 from __future__ import annotations
@@ -58,13 +63,15 @@ class StopRequest:
         stop_waits.request()
 
     def __enter__(self) -> StopRequest:
+        stop_waits.clear()
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
-        stop_waits.clear()
+        if exc_type is None or not issubclass(exc_type, KeyboardInterrupt):
+            stop_waits.clear()

@@ -13,6 +13,8 @@ first commit goes out as soon as the first chunk arrives. ``workers`` commits ma
 (``--upload-workers``; default 1). The dataset card rides along: ``submit_card`` keeps the
 latest text, which goes into the next shard commit, or into a commit of its own when submitted
 with ``alone=True`` (the final card). Nothing here survives a crash except what was committed.
+After a stop request (``engine/stop_waits.py``) no commit waits for the pace: the batch is
+reported ``WaitInterrupted`` (its chunks stay ``processed``; ``resume`` publishes them).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from helmproc.engine import stop_waits
+from helmproc.engine.errors import WaitInterrupted
 from helmproc.engine.facts import ShardFact
 from helmproc.engine.publish.folder import Publisher
 from helmproc.engine.publish.pacer import CommitPacer
@@ -144,6 +148,12 @@ class Committer:
                     break
                 continue
             wait = self.pacer.wait_s()
+            if wait > 0 and stop_waits.requested():  # no commit starts after a stop request:
+                ids = tuple(cid for cid, _ in batch)  # these stay `processed`, for resume
+                self._take_card()
+                self._done.put(PublishReport(ids, None, WaitInterrupted("commit: stopped")))
+                batch, n_files = [], 0
+                continue
             if wait > 0:  # keep gathering while the pace holds the next commit back
                 self._stop.wait(min(wait, POLL_S))
                 continue

@@ -22,7 +22,6 @@ only happens before any input was deleted), then the inputs still present are de
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -49,6 +48,7 @@ from helmproc.engine.publish.ledger import (
     Ledger,
     _conform,
     group_path,
+    parquet_source,
     read_ledger,
 )
 from helmproc.engine.safe_paths import make_private_dir
@@ -158,9 +158,7 @@ def plan_batches(ledger: Ledger, target_bytes: int) -> list[Batch]:
 
 
 def _read(publisher: Publisher, path: str, schema: pa.Schema) -> pa.Table:
-    local = publisher.local_path(path)
-    data = pq.read_table(local if local is not None else io.BytesIO(publisher.read_bytes(path)))
-    return _conform(data, schema)
+    return _conform(pq.read_table(parquet_source(publisher, path)), schema)
 
 
 def build_outputs(publisher: Publisher, batch: Batch, staging: Path) -> dict[str, dict[str, Any]]:

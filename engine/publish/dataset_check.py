@@ -18,7 +18,6 @@ reports again; repairing again finishes it.
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +30,7 @@ from helmproc.engine.publish.ledger import (
     GROUP_TABLES,
     Ledger,
     is_releases_file,
+    parquet_source,
     read_ledger,
 )
 
@@ -79,7 +79,7 @@ def _row_count(publisher: Publisher, path: str, size: int) -> int:
     footer = getattr(publisher, "parquet_rows", None)
     if footer is not None:
         return int(footer(path, size))
-    return pq.read_table(io.BytesIO(publisher.read_bytes(path))).num_rows
+    return pq.read_table(parquet_source(publisher, path)).num_rows
 
 
 def check_dataset(publisher: Publisher, ledger: Ledger | None = None) -> DatasetCheck:

@@ -28,6 +28,11 @@ The token comes from ``HF_TOKEN`` or the huggingface_hub login (``get_token()``)
 in this object: it is not in ``config`` (which the journal stores), not in ``repr``, and every
 error this module raises has it scrubbed from its text and is raised ``from None`` so the
 client's request objects (which carry the auth header) are not attached.
+
+Every call to the Hub runs through ``stop_waits.call``: after a stop request (the first
+Ctrl-C) a call waiting on the Hub, or about to start, raises ``WaitInterrupted`` within 0.1 s,
+even if the Hub stalls; what it was for is left to ``resume`` (a commit abandoned that way may
+still land: resume finds it with ``published_commit`` before sending anything again).
 """
 
 from __future__ import annotations
@@ -44,9 +49,10 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 from urllib.parse import quote, urlsplit
 
+from helmproc.engine import stop_waits
 from helmproc.engine.chunks.shards import shard_problem
 from helmproc.engine.dataset_layout import CARD_PATH
-from helmproc.engine.errors import ConfigError, PublishError, UnreachableError
+from helmproc.engine.errors import ConfigError, PublishError, UnreachableError, WaitInterrupted
 from helmproc.engine.facts import ShardFact
 from helmproc.engine.publish.folder import FileEntry
 from helmproc.engine.publish.hub_failures import (
@@ -208,7 +214,9 @@ class HubPublisher:
         waited = 0.0
         while True:
             try:
-                return call()
+                return stop_waits.call(call, operation)
+            except WaitInterrupted:
+                raise  # a stop request: not the Hub's failure
             except Exception as exc:
                 failure = classify(exc, self.retry)
                 if failure.kind is FailureKind.RATE_LIMITED:
@@ -387,15 +395,20 @@ class HubPublisher:
                 for path, src in files
             ] + [CommitOperationDelete(path_in_repo=path) for path in delete]
             try:
-                info = self._api.create_commit(
-                    self.repo_id,
-                    ops,
-                    commit_message=message,
-                    repo_type="dataset",
-                    revision=self.revision,
-                    parent_commit=parent,
-                    num_threads=self.upload_threads,
+                info = stop_waits.call(
+                    lambda ops=ops, parent=parent: self._api.create_commit(  # type: ignore[misc]
+                        self.repo_id,
+                        ops,
+                        commit_message=message,
+                        repo_type="dataset",
+                        revision=self.revision,
+                        parent_commit=parent,
+                        num_threads=self.upload_threads,
+                    ),
+                    operation,
                 )
+            except WaitInterrupted:
+                raise  # a stop request: the commit may still land; resume checks first
             except Exception as exc:
                 failure = classify(exc, self.retry)
                 if failure.kind is FailureKind.STALE_PARENT:
@@ -512,7 +525,14 @@ class HubPublisher:
 
     def _repo_missing(self) -> bool:
         try:
-            self._api.repo_info(self.repo_id, repo_type="dataset", revision=self.revision)
+            stop_waits.call(
+                lambda: self._api.repo_info(
+                    self.repo_id, repo_type="dataset", revision=self.revision
+                ),
+                "read the repo",
+            )
+        except WaitInterrupted:
+            raise
         except Exception as exc:
             return self._is_not_found(exc)
         return False
@@ -602,9 +622,14 @@ class HubPublisher:
 
     def _folder_missing(self, prefix: str) -> bool:
         try:
-            self._api.get_paths_info(
-                self.repo_id, [prefix], repo_type="dataset", revision=self.revision
+            stop_waits.call(
+                lambda: self._api.get_paths_info(
+                    self.repo_id, [prefix], repo_type="dataset", revision=self.revision
+                ),
+                f"read paths-info of {prefix}",
             )
+        except WaitInterrupted:
+            raise
         except Exception as exc:
             return self._is_not_found(exc)
         return True  # listed nothing, so nothing is there

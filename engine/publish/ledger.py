@@ -15,10 +15,10 @@ which releases rows exist. Nothing here writes; a crash while reading needs no r
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -177,12 +177,25 @@ def _read_tables(
             raise
 
     def _one(path: str) -> pa.Table:
-        local = publisher.local_path(path)
-        source = local if local is not None else io.BytesIO(publisher.read_bytes(path))
-        return _conform(pq.read_table(source), schema).select(wanted)
+        return _conform(pq.read_table(parquet_source(publisher, path)), schema).select(wanted)
 
     with ThreadPoolExecutor(READ_THREADS) as pool:
         return list(pool.map(one, paths))
+
+
+def parquet_source(publisher: Publisher, path: str) -> Path | pa.BufferReader:
+    """What ``pq.read_table`` reads a Parquet file of the destination from: the local file,
+    or the remote file's bytes copied into memory Arrow owns. Not a Python ``bytes``/``BytesIO``:
+    Arrow's I/O threads can release such a buffer after the read returned, which needs the
+    interpreter, and a process exiting then (Ctrl-C while the ledger is read) aborts with
+    "terminate called without an active exception"."""
+    local = publisher.local_path(path)
+    if local is not None:
+        return local
+    data = publisher.read_bytes(path)
+    owned = pa.allocate_buffer(len(data))
+    pa.FixedSizeBufferWriter(owned).write(data)
+    return pa.BufferReader(owned)
 
 
 def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:

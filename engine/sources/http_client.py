@@ -7,11 +7,12 @@ Connection errors, timeouts, 408, 429 (waiting at least its ``Retry-After``), 5x
 bodies, length or checksum mismatches and broken gzip streams are retried with exponential backoff
 and full jitter, up to ``max_attempts``; then ``HttpRetriesExhaustedError`` (a
 ``TransientError``) names the URL and the last failure. Each retry prints one line on stderr
-(``on_retry``), so a stall is never silent, and its wait ends early on a stop request
-(``engine/stop_waits.py``: ``WaitInterrupted``). A host that cannot be reached at all (its name
-does not resolve, or it refuses the connection before any byte) raises ``UnreachableError`` at
-once: offline is not a blip. 404 raises ``HttpNotFoundError`` at once; any other status
-``HttpStatusError``.
+(``on_retry``), so a stall is never silent. Each attempt runs through ``stop_waits.call``: a
+stop request (the first Ctrl-C) raises ``WaitInterrupted`` within 0.1 s, during a retry's wait
+or a read the server stalls alike, and the abandoned attempt writes nothing more. A host that
+cannot be reached at all (its name does not resolve, or it refuses the connection before any
+byte) raises ``UnreachableError`` at once: offline is not a blip. 404 raises
+``HttpNotFoundError`` at once; any other status ``HttpStatusError``.
 
 Downloads stream to ``<dest>.part`` and are renamed to ``dest`` only once complete and checked,
 so a crash leaves at most a ``.part`` file in the caller's scratch folder (the worker removes the
@@ -293,9 +294,8 @@ class HttpClient:
     def _retrying(self, url: str, attempt_once: Callable[[], T]) -> T:
         settings = self.settings
         for attempt in range(1, settings.max_attempts + 1):
-            stop_waits.check(f"GET {redact(url)}")
-            try:
-                return attempt_once()
+            try:  # on a helper thread: a stop request ends the wait even if the server stalls
+                return stop_waits.call(attempt_once, f"GET {redact(url)}")
             except _Retryable as exc:
                 if attempt == settings.max_attempts:
                     raise HttpRetriesExhaustedError(redact(url), attempt, exc.reason) from None
@@ -309,6 +309,7 @@ class HttpClient:
                             f"{settings.max_retry_after_s:.0f}s",
                         ) from None
                     delay = max(delay, exc.retry_after_s)
+                stop_waits.check(f"GET {redact(url)}")  # no retry line after a stop request
                 self._on_retry(
                     f"GET {redact(url)}: {exc.reason}; attempt {attempt + 1} of "
                     f"{settings.max_attempts} in {delay:.1f} s"
@@ -323,6 +324,7 @@ class HttpClient:
     def _download_once(self, url: str, dest: Path, max_bytes: int | None = None) -> int:
         settings = self.settings
         started = time.monotonic()
+        what = f"GET {redact(url)}"
         headers = {"Accept-Encoding": "gzip" if settings.accept_gzip else "identity"}
         part = dest.with_name(dest.name + ".part")
         try:
@@ -357,10 +359,12 @@ class HttpClient:
                 else None
             )
             n_wire = n_out = 0
+            stop_waits.check(what)  # an abandoned attempt writes nothing
             dest.parent.mkdir(parents=True, exist_ok=True)
             try:
                 with writing(part), part.open("wb") as out:
                     for block in response.raw.stream(STREAM_CHUNK_BYTES, decode_content=False):
+                        stop_waits.check(what)
                         n_wire += len(block)
                         if check is not None:
                             check.update(block)

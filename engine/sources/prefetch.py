@@ -14,9 +14,10 @@ order given; an error of a download (``RunConversionError`` for the run, ``Trans
 for the network) is raised when that run is taken, exactly as a direct ``fetch`` would raise
 it. ``close`` waits for a download in flight (every request has a deadline), so no
 thread writes into scratch after the worker removed it, unless a stop was requested (the
-first Ctrl-C, ``engine/stop_waits.py``): then it does not wait, and the coordinator sweeps
-scratch on its next start (the download threads are daemons, so a stalled one does not hold
-the worker's exit either). Nothing survives a crash but files in
+first Ctrl-C, ``engine/stop_waits.py``): then every download ends within 0.1 s, even one the
+server stalls (its request is abandoned on a daemon thread, which writes nothing more), the
+run's ``take`` raises ``WaitInterrupted``, and ``close`` does not wait; the coordinator sweeps
+scratch on its next start. Nothing survives a crash but files in
 the chunk's scratch folder, which the worker and the coordinator sweep.
 """
 

@@ -17,7 +17,9 @@ server). Serves:
 ``strict_quoting`` answers 400 to an object path holding a raw character that the client
 should have percent-quoted (anything outside ``A-Za-z0-9-._~/%``), so tests catch a client that
 does not quote run names. Fault knobs (``Faults``) are rules consumed by matching requests, in
-the order added; every request is logged with the status sent.
+the order added; every request is logged with the status sent (``stall`` holds a request
+before its headers, ``stall_body`` in the middle of its body; both log it when the stall
+begins, so a test can wait for the log rather than for a time).
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ UNQUOTED_OK = re.compile(r"^[A-Za-z0-9\-._~/%]*$")
 class Rule:
     """One fault: applies to the next ``times`` requests whose path contains ``match``."""
 
-    kind: str  # status | stall | truncate | corrupt | nth
+    kind: str  # status | stall | stall_body | truncate | corrupt | nth
     match: str
     times: int
     status: int = 500
@@ -90,6 +92,12 @@ class Faults:
     def stall(self, match: str, seconds: float, times: int = 1) -> None:
         """Hold the request ``seconds`` without answering, then close (logged with status 0)."""
         self._add(Rule("stall", match, times, seconds=seconds))
+
+    def stall_body(self, match: str, seconds: float, times: int = 1) -> None:
+        """Send the headers (a Content-Length for the whole body) and half the body, then
+        hold the connection ``seconds`` without another byte, then close (logged with status
+        200 and fault ``stall_body`` once half the body is out). Objects only."""
+        self._add(Rule("stall_body", match, times, seconds=seconds))
 
     def truncate(self, match: str, times: int = 1) -> None:
         """Send half the body under a Content-Length for all of it, then close."""
@@ -377,7 +385,8 @@ class _Handler(BaseHTTPRequestHandler):
             fake.record(parts.path, 404, fault)
             self._send_bytes(404, b"No such object")
             return
-        fake.record(parts.path, 200, fault)
+        if fault != "stall_body":  # logged once half the body is out (``_send_object``)
+            fake.record(parts.path, 200, fault)
         self._send_object(name, rule)
 
     def _send_object(self, name: str, rule: Rule | None) -> None:
@@ -398,7 +407,7 @@ class _Handler(BaseHTTPRequestHandler):
         body = stored
         if rule is not None and rule.kind == "corrupt":
             body = body[:-1] + bytes([body[-1] ^ 0xFF])
-        if rule is not None and rule.kind == "truncate":
+        if rule is not None and rule.kind in ("truncate", "stall_body"):
             self.send_response(200)
             for key, value in headers.items():
                 self.send_header(key, value)
@@ -406,6 +415,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(body[: len(body) // 2])
             self.wfile.flush()
+            if rule.kind == "stall_body":  # the connection stays open, silent
+                fake.record(urlsplit(self.path).path, 200, rule.kind)
+                fake._stop.wait(rule.seconds)
             self.close_connection = True
             return
         self._send_bytes(200, body, headers)
@@ -417,12 +429,16 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         step = 64 * 1024
-        cut = len(body) // 2 if rule is not None and rule.kind == "truncate" else len(body)
+        cutting = rule is not None and rule.kind in ("truncate", "stall_body")
+        cut = len(body) // 2 if cutting else len(body)
         for start in range(0, cut, step):
             block = body[start : min(start + step, cut)]
             self.wfile.write(f"{len(block):x}\r\n".encode() + block + b"\r\n")
         if cut < len(body):  # end mid-stream without the terminating chunk
             self.wfile.flush()
+            if rule is not None and rule.kind == "stall_body":
+                self.fake.record(urlsplit(self.path).path, 200, rule.kind)
+                self.fake._stop.wait(rule.seconds)
             self.close_connection = True
             return
         self.wfile.write(b"0\r\n\r\n")

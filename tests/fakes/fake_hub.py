@@ -24,7 +24,8 @@ Fault knobs (all counted per route, 1-based, across the server's life):
 ``lose_response(route, nth)`` (the request is applied, then the connection is closed without a
 reply), ``drop(route, nth)`` (closed before anything is applied) and
 ``foreign_commit_before(nth)`` (someone else commits just before the nth commit, so the
-client's parent is stale and it gets a real 412).
+client's parent is stale and it gets a real 412), ``stall(route, nth, seconds)`` (the request
+is held open without a byte, and not applied; ``stalled(route)`` counts such requests).
 
 Across a crash: nothing is persisted; the state lives as long as the ``FakeHub`` object, which
 is what lets a test "crash" a job, then resume it against the same remote.
@@ -138,10 +139,11 @@ class Repo:
 class Fault:
     route: str
     nth: int
-    action: str  # "status" | "lose_response" | "drop" | "foreign_commit"
+    action: str  # "status" | "lose_response" | "drop" | "foreign_commit" | "stall"
     status: int = 503
     headers: dict[str, str] = field(default_factory=dict)
     body: str | None = None
+    seconds: float = 0.0  # how long "stall" holds the request
 
 
 class HubError(Exception):
@@ -182,6 +184,7 @@ class FakeHub:
         self._salt = os.urandom(8).hex()  # commit oids differ between two fake Hubs
         self._conns: set[socket.socket] = set()
         self.stopped = False
+        self._stopping = threading.Event()  # ends every stall
         self.server = ThreadingHTTPServer(
             ("127.0.0.1", 0), type("BoundHubRequestHandler", (HubRequestHandler,), {"hub": self})
         )
@@ -198,6 +201,7 @@ class FakeHub:
         """Stop serving and cut keep-alive connections: a client's pooled connection must not
         reach this Hub's state after a new fake Hub got the same port."""
         self.stopped = True
+        self._stopping.set()
         self.server.shutdown()
         self.server.server_close()
         with self.lock:
@@ -227,6 +231,17 @@ class FakeHub:
 
     def drop(self, route: str, nth: int = 1) -> None:
         self.faults.append(Fault(route, nth, "drop"))
+
+    def stall(self, route: str, nth: int = 1, seconds: float = 600.0) -> None:
+        """Hold the ``nth`` request of ``route`` without answering for ``seconds`` (or until
+        the fake stops), then close; it is logged in ``calls`` with status -1 when the stall
+        begins (a test waits for that, not for a time), and the request is not applied."""
+        self.faults.append(Fault(route, nth, "stall", seconds=seconds))
+
+    def stalled(self, route: str) -> int:
+        """How many requests of ``route`` are or were held by ``stall``."""
+        with self.lock:
+            return sum(1 for _, r, _, status in self.calls if r == route and status == -1)
 
     def foreign_commit_before(self, nth: int = 1) -> None:
         self.faults.append(Fault("commit", nth, "foreign_commit"))
@@ -464,6 +479,12 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             for fault in faults:
                 if fault.action == "drop":
                     raise _DropConnection
+                if fault.action == "stall":
+                    with self.hub.lock:
+                        self.hub.calls.append((method, route, split.path, -1))
+                    self.hub._stopping.wait(fault.seconds)
+                    self.close_connection = True
+                    return
                 if fault.action == "foreign_commit" and match is not None:
                     with self.hub.lock:
                         repo = self.hub.repos[f"{match['ns']}/{match['name']}"]

@@ -14,6 +14,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import NoReturn
@@ -613,6 +614,36 @@ def test_each_retry_says_a_line_and_a_stop_request_ends_the_wait(tmp_path: Path)
                 HttpClient(slow, on_retry=said.append).download(url, tmp_path / "b.json")
         finally:
             stop_waits.clear()
+
+
+@pytest.mark.parametrize("kind", ["stall", "stall_body"])
+def test_a_stop_request_ends_a_read_the_server_stalls(tmp_path: Path, kind: str) -> None:
+    """The server holds the response (before its headers, or mid-body) far beyond the read
+    timeout; a stop request once the stall began ends the download within a second or two,
+    not at the read timeout, and nothing is left at the destination."""
+    settings = dataclasses.replace(FAST, read_timeout_s=600.0, deadline_s=1200.0)
+    with BucketServer() as server:
+        server.mount("lite/benchmark_output", FIXTURE)
+        getattr(server.faults, kind)("scenario_state.json", 600.0)
+        name = f"lite/benchmark_output/runs/v1.1.0/{RUN}/scenario_state.json"
+        url = server.base_url + "/" + quote_name(name)
+        stopped_at: list[float] = []
+
+        def stop_once_stalled() -> None:
+            while not [e for e in server.requests_for("scenario_state") if e.fault == kind]:
+                time.sleep(0.01)
+            stopped_at.append(time.monotonic())
+            stop_waits.request()
+
+        threading.Thread(target=stop_once_stalled, daemon=True).start()
+        try:
+            with pytest.raises(WaitInterrupted):
+                HttpClient(settings).download(url, tmp_path / "s.json")
+            ended = time.monotonic()
+        finally:
+            stop_waits.clear()
+        assert ended - stopped_at[0] < 2.0  # POLL_S is 0.1 s; the read timeout is 600 s
+        assert not (tmp_path / "s.json").exists()
 
 
 # -- faults through the whole pipeline (worker processes) ------------------------------------
