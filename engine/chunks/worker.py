@@ -95,6 +95,8 @@ class ChunkResult:
     part: str = ""
     baseline_bytes: int = 0
     largest_run_bytes: int = 0
+    # the worker's USS when it started the chunk (0: not measured)
+    baseline_uss_bytes: int = 0
 
 
 def source_fingerprint(run_dir: Path) -> tuple[str, str]:
@@ -194,7 +196,12 @@ def _process(spec: ChunkSpec) -> ChunkResult:
     )
     from helmproc.engine.sources.prefetch import Prefetcher
 
-    baseline = psutil.Process().memory_info().rss
+    me = psutil.Process()
+    baseline = me.memory_info().rss
+    try:
+        baseline_uss = int(me.memory_full_info().uss)
+    except (psutil.AccessDenied, AttributeError):
+        baseline_uss = 0
     largest_run = 0
     skip = dict(spec.skip_reasons)
     source = _source_for(spec)
@@ -294,4 +301,5 @@ def _process(spec: ChunkSpec) -> ChunkResult:
         part=spec.part,
         baseline_bytes=baseline,
         largest_run_bytes=largest_run,
+        baseline_uss_bytes=baseline_uss,
     )
