@@ -136,9 +136,12 @@ def describe_failure(exc: BaseException) -> str:
 
 
 def w_process_chunk(spec: ChunkSpec) -> ChunkResult:
+    # announced only with a run to convert: the memory watchdog never stops a piece whose runs
+    # were all given up (it only writes their failed rows)
+    skipped = dict(spec.skip_reasons)
     announcing = (
         announced(Path(spec.pid_dir), spec.chunk_id, spec.part)
-        if spec.pid_dir
+        if spec.pid_dir and any(ref.key not in skipped for ref in spec.runs)
         else contextlib.nullcontext()
     )
     with announcing, gc_paused(), read_limit(spec.max_file_bytes):

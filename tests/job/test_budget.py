@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import psutil
 import pyarrow.parquet as pq
 import pytest
 
+from helmproc.engine.chunks.pid_files import pid_file
 from helmproc.engine.errors import ConfigError
 from helmproc.engine.job.budget import (
     INITIAL_BYTES_RATIO,
@@ -22,8 +30,10 @@ from helmproc.engine.job.executors import make_pool
 from helmproc.engine.job.options import ExecOptions
 from helmproc.engine.job.plan import ramp_sizes
 from helmproc.engine.job.start import exec_options, execute_job, start_job
+from helmproc.engine.job.watchdog import Watchdog
 from helmproc.engine.publish.folder import DirPublisher
 from helmproc.engine.sources.folder import DirSource
+from helmproc.journal import Journal
 from tests.fakes.jobkit import FIXED_EPOCH, FIXTURE, inflate_run
 
 MiB = 1 << 20
@@ -225,3 +235,164 @@ def test_a_split_is_journaled_and_retry_failed_rewrites_the_same_pieces(
     assert all(r["outcome"] == "ok" for r in runs) and len(runs) == 7
     instances = pq.read_table([out / f for f in files if f.startswith("instances/")])
     assert instances.num_rows == sum(r["n_rows"] for r in runs) == retried["rows"]
+
+
+# -- the watchdog, on real processes ------------------------------------------------------
+
+HOG = """
+import sys
+held = []
+for line in sys.stdin:
+    held.append(b"\\x01" * (int(line) << 20))  # resident: every page written
+    print("ok", flush=True)
+"""
+
+
+def hog(pid_dir: Path, chunk_id: int) -> subprocess.Popen[str]:
+    """A child of this process that announces itself as a worker on ``chunk_id`` and holds
+    as many more MiB as each line it reads says."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOG], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    pid_file(pid_dir, chunk_id, "").write_text(str(proc.pid))
+    return proc
+
+
+def grow(proc: subprocess.Popen[str], mib: int) -> None:
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(f"{mib}\n")
+    proc.stdin.flush()
+    assert proc.stdout.readline() == "ok\n"
+
+
+def test_watchdog_stops_the_worker_that_grew_most_before_the_tree_passes_the_budget(
+    tmp_path: Path,
+) -> None:
+    """Two real workers under one budget: while the tree fits nothing is stopped; when their
+    growth takes the tree over the budget less its headroom, the one that grew most since it
+    started its piece gets SIGKILL (the other lives on), once until the watchdog is rearmed."""
+    pid_dir = tmp_path / "running"
+    pid_dir.mkdir()
+    big, small = hog(pid_dir, 1), hog(pid_dir, 2)
+    try:
+        grow(big, 1)
+        grow(small, 1)
+        idle = TreeMeter().sample().total
+        watchdog = Watchdog(idle + 200 * MiB, pid_dir)
+        assert watchdog.check() is None  # both seen starting their pieces; the tree fits
+        grow(big, 120)
+        grow(small, 40)
+        assert watchdog.check() is None  # idle + 160 MiB <= the stop level (idle + 190)
+        grow(big, 60)  # idle + 220 MiB: over
+        stop = watchdog.check()
+        assert stop is not None and stop.pid == big.pid
+        assert stop.grown >= 170 * MiB and stop.tree > watchdog.stop_level
+        assert big.wait(timeout=10) == -signal.SIGKILL
+        assert small.poll() is None  # only the one stopped
+        assert watchdog.killed and watchdog.stopped(1, "") == stop
+        assert watchdog.stopped(1, "") is None  # asked once
+        pid_file(pid_dir, 1, "").unlink()
+        grow(small, 200)
+        assert watchdog.check() is None  # disarmed until the coordinator has a new pool
+        watchdog.rearm()
+        assert not watchdog.killed
+        assert watchdog.check() is None  # rearmed: `small` is seen starting afresh at its size
+    finally:
+        for proc in (big, small):
+            proc.kill()
+            proc.wait()
+
+
+def test_a_lone_worker_is_stopped_when_the_tree_passes_the_budget(tmp_path: Path) -> None:
+    """With one worker busy, it is stopped as soon as its growth takes the tree over the
+    budget less its headroom, long before it alone uses the whole budget (the watchdog this
+    replaced stopped only a worker over the whole budget by itself)."""
+    pid_dir = tmp_path / "running"
+    pid_dir.mkdir()
+    worker = hog(pid_dir, 7)
+    try:
+        grow(worker, 1)
+        watchdog = Watchdog(TreeMeter().sample().total + 100 * MiB, pid_dir)
+        assert watchdog.check() is None
+        grow(worker, 80)
+        assert watchdog.check() is None
+        grow(worker, 40)  # the worker: ~130 MiB, under the 100 + idle budget by itself
+        stop = watchdog.check()
+        assert stop is not None and stop.pid == worker.pid
+        assert stop.used < watchdog.memory_budget < stop.tree
+        assert worker.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        worker.kill()
+        worker.wait()
+
+
+# -- a job under a budget its tree would exceed ------------------------------------------
+
+
+def sample_tree(proc: subprocess.Popen[bytes]) -> tuple[int, int]:
+    """(peak tree USS, peak USS of one process) of ``proc``'s tree until it exits: only to
+    choose a budget for the next job, never asserted on."""
+    root = psutil.Process(proc.pid)
+    peak_tree = peak_one = 0
+    while proc.poll() is None:
+        try:
+            procs = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            break
+        sizes = []
+        for p in procs:
+            try:
+                sizes.append(p.memory_full_info().uss)
+            except psutil.Error:
+                pass
+        peak_tree = max(peak_tree, sum(sizes))
+        peak_one = max([peak_one, *sizes])
+        time.sleep(0.02)
+    return peak_tree, peak_one
+
+
+def run_job(corpus: Path, work: Path, *budget: str) -> tuple[int, int]:
+    work.mkdir()
+    args = [sys.executable, "-m", "helmproc.cli", "run", "--source", str(corpus), "--to"]
+    args += ["out", "--journal", "journal.db", "--chunk-size", "2", "--max-workers", "1"]
+    env = dict(os.environ, SOURCE_DATE_EPOCH=FIXED_EPOCH)
+    proc = subprocess.Popen([*args, *budget], cwd=work, env=env, stdout=subprocess.DEVNULL)
+    peaks = sample_tree(proc)
+    assert proc.wait() == 0
+    return peaks
+
+
+def instance_rows(out: Path, skip: str) -> list[dict[str, object]]:
+    rows = pq.read_table(sorted(out.glob("instances/**/*.parquet"))).to_pylist()
+    kept = [r for r in rows if r["helm_run"] != skip]
+    return sorted(kept, key=lambda r: json.dumps(r, sort_keys=True, default=str))
+
+
+def test_a_worker_under_the_budget_that_takes_the_tree_over_it_is_stopped_and_split(
+    tmp_path: Path,
+) -> None:
+    """The budget bounds the tree, not one worker: a big run whose worker stays under the
+    budget by itself but takes the coordinator + fork server + worker over it is stopped;
+    its chunk's split is journaled, the big run alone fails naming the tree, and every other
+    run's rows are those of a job without a budget."""
+    corpus = tmp_path / "corpus"
+    for run in sorted((FIXTURE / "runs" / "v1.0.0").iterdir()):
+        shutil.copytree(run, corpus / run.name.replace(":", "-"))
+    inflate_run(FIXTURE / "runs/v1.1.0/simple_mcqa:model=simple_model1", corpus / "huge", 250)
+    peak_tree, peak_worker = run_job(corpus, tmp_path / "free")
+    assert peak_tree - peak_worker > 40 * MiB  # the rest of the tree, beside the big worker
+    budget = (peak_tree + peak_worker) // 2  # the worker fits alone, the tree does not
+    run_job(corpus, tmp_path / "bounded", "--memory-budget", str(budget))
+
+    with Journal.open(tmp_path / "bounded" / "journal.db", readonly=True) as journal:
+        report = journal.status().to_json()
+        pieces = journal.chunk_pieces()
+        plan = journal.plan()
+    [big_chunk] = [c.chunk_id for c in plan if any(r.key.endswith(",big=1") for r in c.runs)]
+    assert set(pieces) == {big_chunk}  # the split is journaled: later attempts cut the same
+    [(given_up, reason)] = pieces[big_chunk].skipped
+    assert given_up.endswith(",big=1") and "process tree reached" in reason
+    assert report["done"] is True and report["runs"] == {"ok": 6, "failed": 1}
+    big_run = given_up.split("/")[-1]
+    free = instance_rows(tmp_path / "free" / "out", big_run)
+    assert free and instance_rows(tmp_path / "bounded" / "out", big_run) == free
