@@ -11,13 +11,19 @@ every ``USS_MIN_S``, and always before a worker is stopped.
 
 The stop level is the budget less ``HEADROOM`` (5%). When the tree's USS is over it, the
 busy worker whose USS grew most since it started its piece (with one worker busy: that one) is
-sent SIGKILL, if its growth is what put the tree over the level (at least the excess and at
-least ``MIN_STOP_GROWTH``: a budget below what the idle tree uses stops no one, and a piece
-with nothing left to convert is not stopped for writing its rows); a worker whose own USS is
-over the whole budget is stopped in any case. **The margin**: the tree can go past the
-budget only by what the workers allocate in the time between two readings and the kill (one
-interval, a few USS reads) beyond the 5% headroom; ``bench/budget_bench.py`` measures the
-peak tree USS against the budget (README "Memory, disk and workers"; target <= 1.1x).
+sent SIGKILL if it grew on that piece by at least the headroom (at most ``MIN_STOP_GROWTH``,
+16 MiB); a worker whose own USS is over the whole budget is stopped in any case. A piece with
+nothing left to convert (its runs all given up) is not announced, so never stopped. With a
+budget at or below what the idle tree uses (coordinator, fork server, a worker that converted
+before), every run that grows a worker by that much is stopped and, alone in its piece, fails
+with the sizes it reached.
+
+**The margin**: the tree goes past the budget only by what the workers allocate between the
+last reading and the kill (one interval and a few USS reads), beyond the 5% headroom; when the
+tree was already at the stop level as the worker started its piece, the growth it is allowed
+is the headroom, which takes the tree to the budget, plus that one interval.
+``bench/budget_bench.py`` measures the peak tree USS against the budget (README "Performance";
+target <= 1.1x).
 
 Killing a worker breaks the process pool: every chunk in flight fails with
 ``BrokenProcessPool``. The coordinator treats that as one event (``Overruns``): the stopped
@@ -48,7 +54,7 @@ NEAR = 0.9
 USS_MIN_S = 0.1
 TREE_REFRESH_S = 0.25
 # a worker that grew less than this since it started its piece is never the one stopped
-MIN_STOP_GROWTH = 32 << 20
+MIN_STOP_GROWTH = 16 << 20
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,7 @@ class Watchdog:
     ) -> None:
         self.memory_budget = memory_budget
         self.stop_level = int(memory_budget * (1 - HEADROOM))
+        self.min_growth = min(MIN_STOP_GROWTH, memory_budget - self.stop_level)
         self.pid_dir = pid_dir
         self.interval = interval
         self.root = psutil.Process(root_pid or os.getpid())
@@ -194,14 +201,14 @@ class Watchdog:
             cid, part = busy[pid]
             return max(own(pid) - self._first_uss.get((pid, cid, part), own(pid)), 0)
 
-        # a worker over the whole budget by itself; else the one that grew most, if its
-        # growth is what put the tree over (a budget below the idle tree stops no one)
+        # a worker over the whole budget by itself; else the one that grew most, if it grew
+        # at all (a worker that only started its piece is not what fills the tree)
         alone = [pid for pid in busy if own(pid) > self.memory_budget]
         if alone:
             pid = max(alone, key=own)
         else:
             pid = max(busy, key=grown)
-            if grown(pid) < max(tree - self.stop_level, MIN_STOP_GROWTH):
+            if grown(pid) < self.min_growth:
                 return None
         stop = Stop(pid, own(pid), tree, grown(pid))
         with self._lock:

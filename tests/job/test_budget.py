@@ -32,7 +32,7 @@ from helmproc.engine.job.plan import ramp_sizes
 from helmproc.engine.job.start import exec_options, execute_job, start_job
 from helmproc.engine.job.watchdog import Watchdog
 from helmproc.engine.publish.folder import DirPublisher
-from helmproc.engine.sources.folder import DirSource
+from helmproc.engine.sources.folder import RUN_INPUT_FILES, DirSource
 from helmproc.journal import Journal
 from tests.fakes.jobkit import FIXED_EPOCH, FIXTURE, inflate_run
 
@@ -173,6 +173,12 @@ def test_overrun_splits_the_chunk_and_fails_only_the_big_run(
     )
     sizes = [len(c.runs) for c in started.journal.plan()]
     assert sizes == [1, 2, 4]  # the huge run sits in the last chunk with three others
+    # the plan records each run's input bytes (the files HELM wrote), for admission
+    refs = [ref for chunk in started.journal.plan() for ref in chunk.runs]
+    files = {ref.key: [corpus / ref.location / name for name in RUN_INPUT_FILES] for ref in refs}
+    assert started.journal.run_input_bytes() == {
+        key: sum(f.stat().st_size for f in paths if f.exists()) for key, paths in files.items()
+    }
     budget = budget_above_idle_tree(150 * MiB)  # the huge run's worker needs ~240 MiB
     with started.journal as journal:
         report = execute_job(journal, ExecOptions(max_workers=1, budget=budget)).to_json()
@@ -314,9 +320,9 @@ def test_a_lone_worker_is_stopped_when_the_tree_passes_the_budget(tmp_path: Path
         grow(worker, 1)
         watchdog = Watchdog(TreeMeter().sample().total + 100 * MiB, pid_dir)
         assert watchdog.check() is None
-        grow(worker, 80)
+        grow(worker, 60)
         assert watchdog.check() is None
-        grow(worker, 40)  # the worker: ~130 MiB, under the 100 + idle budget by itself
+        grow(worker, 45)  # the worker: ~115 MiB, under the idle + 100 MiB budget by itself
         stop = watchdog.check()
         assert stop is not None and stop.pid == worker.pid
         assert stop.used < watchdog.memory_budget < stop.tree
@@ -378,7 +384,7 @@ def test_a_worker_under_the_budget_that_takes_the_tree_over_it_is_stopped_and_sp
     corpus = tmp_path / "corpus"
     for run in sorted((FIXTURE / "runs" / "v1.0.0").iterdir()):
         shutil.copytree(run, corpus / run.name.replace(":", "-"))
-    inflate_run(FIXTURE / "runs/v1.1.0/simple_mcqa:model=simple_model1", corpus / "huge", 250)
+    inflate_run(FIXTURE / "runs/v1.1.0/simple_mcqa:model=simple_model1", corpus / "huge", 120)
     peak_tree, peak_worker = run_job(corpus, tmp_path / "free")
     assert peak_tree - peak_worker > 40 * MiB  # the rest of the tree, beside the big worker
     budget = (peak_tree + peak_worker) // 2  # the worker fits alone, the tree does not
