@@ -1,8 +1,10 @@
 """The memory watchdog: a coordinator thread that stops a worker before the process tree
 exceeds the memory budget by more than the stated margin.
 
-Every ``WATCH_INTERVAL_S`` (20 ms) it reads the RSS of each process of the tree (the
-coordinator, the fork server, the pool's workers: one small ``/proc`` read each). RSS bounds
+Every ``WATCH_INTERVAL_S`` (20 ms; 100 ms while the tree's RSS is under half the stop level)
+it reads the RSS of each process of the tree (the coordinator, the fork server, the pool's
+workers: one small ``/proc`` read each; the process list itself is re-read every 2 s and when
+a worker announces a pid not yet seen). RSS bounds
 USS from above, so while the tree's RSS sum is under the stop level nothing more is read.
 Above it, the tree's USS is estimated as each process's last USS reading plus its RSS growth
 since (a worker's growth is new pages of its own); USS is read for real (the costly
@@ -52,7 +54,9 @@ from helmproc.engine.job.budget import HEADROOM, process_memory
 WATCH_INTERVAL_S = 0.02
 NEAR = 0.9
 USS_MIN_S = 0.1
-TREE_REFRESH_S = 0.25
+TREE_REFRESH_S = 2.0  # besides: at once when a worker announces a pid not yet seen
+# while the tree's RSS is under half the stop level, it looks 5x less often (100 ms)
+FAR_FACTOR = 5
 # a worker that grew less than this since it started its piece is never the one stopped
 MIN_STOP_GROWTH = 16 << 20
 
@@ -96,6 +100,7 @@ class Watchdog:
         # (pid, chunk, part) -> the worker's USS when it was first seen on that piece
         self._first_uss: dict[tuple[int, int, str], int] = {}
         self._quit = threading.Event()
+        self._near = True  # the tree's RSS is over half the stop level: look every interval
         self._thread: threading.Thread | None = None
 
     # -- the thread ----------------------------------------------------------------------
@@ -111,7 +116,7 @@ class Watchdog:
             self._thread = None
 
     def _run(self) -> None:
-        while not self._quit.wait(self.interval):
+        while not self._quit.wait(self.interval if self._near else self.interval * FAR_FACTOR):
             try:
                 self.check()
             except (psutil.Error, OSError):
@@ -157,6 +162,7 @@ class Watchdog:
         if now - self._tree_at >= TREE_REFRESH_S or any(p not in self._procs for p in workers):
             self._refresh_tree(now)
         rss = {pid: process_memory(p, uss=False) for pid, p in self._procs.items()}
+        self._near = sum(rss.values()) > self.stop_level // 2
         busy = {pid: key for pid, key in workers.items() if rss.get(pid)}
         self._first_uss = {
             key: v for key, v in self._first_uss.items() if busy.get(key[0]) == key[1:]
