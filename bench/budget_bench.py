@@ -7,7 +7,7 @@ fork server, workers) every ``--every`` seconds with psutil. Reports, per budget
 USS, peak / budget, the wall time and how the runs ended (a run too big for the budget fails
 with a reason, which is the budget doing its job).
 
-    python bench/budget_bench.py [--factor 600] [--budgets 300M,450M,600M] [--every 0.01]
+    python bench/budget_bench.py [--factor 600] [--budgets 150M,250M,350M] [--every 0.01]
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ def one(corpus: Path, work: Path, budget: str, every: float) -> dict[str, object
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--factor", type=int, default=600)
-    parser.add_argument("--budgets", default="300M,450M,600M")
+    parser.add_argument("--budgets", default="150M,250M,350M")
     parser.add_argument("--every", type=float, default=0.01)
     opts = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="helmproc-budget-") as tmp:

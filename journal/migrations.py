@@ -11,7 +11,9 @@ migration again from the start. Applied migrations are never edited, only append
 
 Schema (version 1): ``job`` (one row), ``chunks`` (the plan: chunk_id, runs JSON) and
 ``events`` (the append-only log of chunk state changes). Version 2 adds ``splits`` (the memory
-splits of chunks, so that resume and retries work on the same pieces). Triggers make every table
+splits of chunks, so that resume and retries work on the same pieces). Version 3 adds
+``run_inputs`` (each planned run's input bytes where the source could tell them at planning:
+the memory budget's admission estimates a chunk from them). Triggers make every table
 append-only at the database level: UPDATE and DELETE abort, and so does an INSERT that would
 replace an existing row (``INSERT OR REPLACE`` deletes without firing delete triggers).
 """
@@ -100,6 +102,21 @@ MIGRATIONS: tuple[Migration, ...] = (
                 at TEXT NOT NULL
             )""",
             *_append_only("splits", "seq"),
+        ),
+    ),
+    Migration(
+        version=3,
+        name="create_run_inputs",
+        statements=(
+            # The bytes of each planned run's input files, recorded with the plan when the
+            # source can tell them without reading (a local folder: one stat per file). Only
+            # the memory budget's admission reads them; no shard path or byte depends on them.
+            """CREATE TABLE run_inputs (
+                run_key TEXT PRIMARY KEY,
+                chunk_id INTEGER NOT NULL REFERENCES chunks (chunk_id),
+                n_bytes INTEGER NOT NULL CHECK (n_bytes >= 0)
+            )""",
+            *_append_only("run_inputs", "run_key"),
         ),
     ),
 )

@@ -30,7 +30,7 @@ import functools
 import json
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -312,9 +312,16 @@ class Journal:
     # -- the job and its plan -----------------------------------------------------------
 
     def start_job(
-        self, job_id: str, config: dict[str, Any], job_timestamp: str, plan: Sequence[ChunkPlan]
+        self,
+        job_id: str,
+        config: dict[str, Any],
+        job_timestamp: str,
+        plan: Sequence[ChunkPlan],
+        run_bytes: Mapping[str, int] | None = None,
     ) -> None:
-        """Record the job, its whole plan and a ``planned`` event per chunk, atomically."""
+        """Record the job, its whole plan and a ``planned`` event per chunk, atomically;
+        ``run_bytes`` (run key -> input bytes, for the runs whose sizes the source knew) goes
+        into ``run_inputs`` in the same transaction."""
         try:
             config_json = _dumps(strip_config(config))  # no credential reaches the disk
         except (TypeError, ValueError) as exc:
@@ -343,6 +350,13 @@ class Journal:
                     "INSERT INTO events (chunk_id, state, at, payload) VALUES (?, ?, ?, '{}')",
                     (chunk.chunk_id, ChunkState.PLANNED.value, now),
                 )
+                for run in chunk.runs:
+                    n_bytes = (run_bytes or {}).get(run.key)
+                    if n_bytes is not None:
+                        conn.execute(
+                            "INSERT INTO run_inputs (run_key, chunk_id, n_bytes) VALUES (?, ?, ?)",
+                            (run.key, chunk.chunk_id, int(n_bytes)),
+                        )
 
     @_reads
     def job(self) -> JobRecord | None:
@@ -368,6 +382,14 @@ class Journal:
             ChunkPlan(chunk_id=cid, runs=tuple(RunRef.from_json(r) for r in json.loads(runs)))
             for cid, runs in rows
         ]
+
+    @_reads
+    def run_input_bytes(self) -> dict[str, int]:
+        """Run key -> input bytes of the planned runs whose sizes were known at planning
+        (empty for a job planned before ``run_inputs`` existed)."""
+        with self._mutex:
+            rows = self._db.execute("SELECT run_key, n_bytes FROM run_inputs").fetchall()
+        return {str(key): int(n) for key, n in rows}
 
     # -- transitions --------------------------------------------------------------------
 

@@ -96,6 +96,8 @@ class ChunkResult:
     part: str = ""
     baseline_bytes: int = 0
     largest_run_bytes: int = 0
+    # the worker's USS when it started the chunk (0: not measured)
+    baseline_uss_bytes: int = 0
 
 
 def source_fingerprint(run_dir: Path) -> tuple[str, str]:
@@ -135,9 +137,12 @@ def describe_failure(exc: BaseException) -> str:
 
 
 def w_process_chunk(spec: ChunkSpec) -> ChunkResult:
+    # announced only with a run to convert: the memory watchdog never stops a piece whose runs
+    # were all given up (it only writes their failed rows)
+    skipped = dict(spec.skip_reasons)
     announcing = (
         announced(Path(spec.pid_dir), spec.chunk_id, spec.part)
-        if spec.pid_dir
+        if spec.pid_dir and any(ref.key not in skipped for ref in spec.runs)
         else contextlib.nullcontext()
     )
     with announcing, gc_paused(), read_limit(spec.max_file_bytes):
@@ -196,7 +201,12 @@ def _process(spec: ChunkSpec) -> ChunkResult:
     )
     from helmproc.engine.sources.prefetch import Prefetcher
 
-    baseline = psutil.Process().memory_info().rss
+    me = psutil.Process()
+    baseline = me.memory_info().rss
+    try:
+        baseline_uss = int(me.memory_full_info().uss)
+    except (psutil.AccessDenied, AttributeError):
+        baseline_uss = 0
     largest_run = 0
     skip = dict(spec.skip_reasons)
     source = _source_for(spec)
@@ -296,4 +306,5 @@ def _process(spec: ChunkSpec) -> ChunkResult:
         part=spec.part,
         baseline_bytes=baseline,
         largest_run_bytes=largest_run,
+        baseline_uss_bytes=baseline_uss,
     )

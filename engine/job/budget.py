@@ -1,33 +1,38 @@
-"""The memory and disk budget: measure the process tree, admit chunks that fit, spot overruns.
+"""The memory and disk budget: measure the process tree, admit chunks that fit.
 
 Memory is measured with psutil over the whole tree (this coordinator and every descendant),
 counting each process's unique set size (USS: pages no other process shares, so the forkserver's
 shared pages are not counted once per worker) where the platform offers it, RSS otherwise. A
 chunk is admitted when the tree's current use, plus what the chunks already running are still
-expected to grow, plus the new chunk's estimate, fits the memory budget, and the bytes staged
-but not yet published fit the disk budget. With nothing running a chunk is always admitted, so
-a tiny budget slows a job down instead of stopping it; a worker that alone exceeds the budget is
-reported by ``overruns`` so the coordinator can stop it and retry its chunk in smaller parts.
+expected to grow, plus the new chunk's estimate, fits the memory budget less its ``HEADROOM``
+(the level at which the watchdog stops a worker, ``watchdog.py``), and the bytes staged but
+not yet published fit the disk budget. With nothing running a chunk is always admitted, so a
+tiny budget slows a job down instead of stopping it; a worker that pushes the tree over the
+budget is stopped by the watchdog and its chunk retried in smaller parts.
 
 USS is costly to read (the kernel walks every page table: ~7 ms per worker process, which
 made the budget's sampling a tenth of a job's CPU in ``bench/run_bench.py``), RSS is cheap and
 never smaller. So the default meter samples RSS first and reads USS only when the RSS figures
 say a chunk does not fit or a worker is over: every RSS term bounds its USS term from above,
-so the decisions are exactly those USS alone would give.
+so the decisions are exactly those USS alone would give (the watchdog reads the same way).
 
-Estimates learn from measurements: each finished chunk reports its worker's peak (``learn``).
-What runs today: the coordinator admits every chunk with ``estimate(None)``, the largest
-worker peak seen so far (``INITIAL_CHUNK_ESTIMATE`` before the first chunk finishes), because
-a chunk's input sizes are not known before its worker downloads it. ``estimate`` can also
-scale by input size (a worker's baseline plus the largest observed peak-per-input-byte ratio
-times the chunk's largest run), but no caller passes a size yet. Nothing here is persisted;
-after a crash the estimates start afresh.
+Estimates learn from measurements. A chunk's peak is driven by its largest run (runs are
+converted one at a time), so ``estimate(largest_run_bytes)`` is a worker's starting USS plus
+the largest run's input bytes (recorded with the plan, ``Journal.run_input_bytes``) times a
+peak-growth-per-input-byte ratio: ``INITIAL_BYTES_RATIO`` (conservative) until a finished
+chunk whose largest run has at least ``LEARN_MIN_BYTES`` reports its growth (``learn``), then
+the largest ratio seen; a worker the watchdog stopped teaches a lower bound (``learn_stopped``).
+Small runs' growth is mostly fixed costs, so they teach no ratio: the estimate is also never
+below the largest growth seen for a run no bigger. Without input sizes (a job planned from a
+remote source, or before the plan recorded them) ``estimate(None)`` is the largest worker peak
+seen so far (``INITIAL_CHUNK_ESTIMATE`` before the first chunk finishes). Admission is only
+the first line: the watchdog (``watchdog.py``) stops a worker that would push the tree past the
+budget. Nothing here is persisted; after a crash the estimates start afresh.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import time
 from collections.abc import Iterable
@@ -38,20 +43,19 @@ import psutil
 
 from helmproc.engine.errors import ConfigError
 
-UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 DEFAULT_MEMORY_SHARE = 0.6
 DEFAULT_DISK_SHARE = 0.5
 # Before anything is measured: a conservative guess of one worker's peak.
 INITIAL_CHUNK_ESTIMATE = 512 << 20
+# ... of a worker's USS when it starts a chunk (forked from the preloaded fork server)
+INITIAL_WORKER_BYTES = 64 << 20
+# ... and of its peak growth per byte of its largest run's input files
+INITIAL_BYTES_RATIO = 3.0
+# runs smaller than this teach no ratio (their growth is mostly fixed costs)
+LEARN_MIN_BYTES = 8 << 20
 SAMPLE_INTERVAL_S = 0.25
-
-
-def parse_size(text: str) -> int:
-    """``"4G"``, ``"512MB"``, ``"1.5GiB"``, ``"2000000"`` -> bytes (binary units)."""
-    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([kmgt]?)(?:i?b)?\s*", text.lower())
-    if not match:
-        raise ConfigError(f"not a size: {text!r} (use e.g. 800M, 4G, 1.5GiB)")
-    return int(float(match.group(1)) * UNITS[match.group(2)])
+# the share of the memory budget kept free: the watchdog stops a worker above the rest
+HEADROOM = 0.05
 
 
 def format_size(n: float) -> str:
@@ -127,6 +131,8 @@ class Budget:
             raise ConfigError("budgets must be positive")
         self.memory_budget = memory_budget
         self.disk_budget = disk_budget
+        # the watchdog stops a worker above this; admission fills the tree up to it
+        self.stop_level = int(memory_budget * (1 - HEADROOM))
         # The default meter reads USS only when a cheap RSS sample cannot decide (see the
         # module docstring); an injected meter is used as it is.
         self.rss_meter = TreeMeter(uss=False) if meter is None else None
@@ -137,8 +143,10 @@ class Budget:
         self._last_rss: TreeSample | None = None
         self._last_rss_at = 0.0
         self.worker_baseline = 0
-        self.bytes_ratio = 0.0
+        self.bytes_ratio = 0.0  # learned from finished chunks (0: nothing learned yet)
+        self.ratio_floor = 0.0  # lower bound taught by stopped workers
         self.max_chunk_peak = 0
+        self._growths: list[tuple[int, int]] = []  # (largest run bytes, growth) seen
 
     # -- measurements --------------------------------------------------------------------
     def sample(self, force: bool = False) -> TreeSample:
@@ -158,20 +166,45 @@ class Budget:
             self._last_rss_at = now
         return self._last_rss
 
-    def learn(self, peak_bytes: int, largest_run_bytes: int, baseline_bytes: int) -> None:
-        """Fold one finished chunk's measurement into the estimates."""
+    def learn(
+        self,
+        peak_bytes: int,
+        largest_run_bytes: int,
+        baseline_bytes: int,
+        baseline_uss: int | None = None,
+    ) -> None:
+        """Fold one finished chunk's measurement in: the worker's peak and its RSS when it
+        started the chunk (their difference is the chunk's growth), its largest run's input
+        bytes, its USS when it started (default: ``baseline_bytes``)."""
         self.max_chunk_peak = max(self.max_chunk_peak, peak_bytes)
-        if baseline_bytes:
-            self.worker_baseline = max(self.worker_baseline, baseline_bytes)
+        start = baseline_bytes if baseline_uss is None else baseline_uss
+        if start:
+            self.worker_baseline = max(self.worker_baseline, start)
         if largest_run_bytes > 0:
             growth = max(peak_bytes - baseline_bytes, 0)
-            self.bytes_ratio = max(self.bytes_ratio, growth / largest_run_bytes)
+            self._growths.append((largest_run_bytes, growth))
+            if largest_run_bytes >= LEARN_MIN_BYTES:
+                self.bytes_ratio = max(self.bytes_ratio, growth / largest_run_bytes)
+
+    def learn_stopped(self, grown_bytes: int, largest_run_bytes: int | None) -> None:
+        """A worker was stopped after growing ``grown_bytes`` on a piece whose largest run
+        has these bytes: the piece needs at least that much."""
+        if largest_run_bytes:
+            self.ratio_floor = max(self.ratio_floor, grown_bytes / largest_run_bytes)
+
+    @property
+    def ratio(self) -> float:
+        """Peak growth per input byte used by ``estimate``."""
+        return max(self.bytes_ratio or INITIAL_BYTES_RATIO, self.ratio_floor)
 
     def estimate(self, largest_run_bytes: int | None) -> int:
-        """Expected peak of a worker converting a chunk whose largest run has these bytes."""
-        if largest_run_bytes and self.bytes_ratio:
-            return int(self.worker_baseline + self.bytes_ratio * largest_run_bytes)
-        return self.max_chunk_peak or INITIAL_CHUNK_ESTIMATE
+        """Expected peak USS of a worker converting a chunk whose largest run has these
+        input bytes (None: unknown)."""
+        if largest_run_bytes is None:
+            return self.max_chunk_peak or INITIAL_CHUNK_ESTIMATE
+        smaller = [g for b, g in self._growths if b <= largest_run_bytes]
+        growth = max(self.ratio * largest_run_bytes, max(smaller, default=0))
+        return int((self.worker_baseline or INITIAL_WORKER_BYTES) + growth)
 
     # -- decisions -----------------------------------------------------------------------
     def admit(self, estimate: int, running: Iterable[tuple[int | None, int]], staged: int) -> bool:
@@ -196,22 +229,7 @@ class Budget:
         still_growing = sum(
             max(est - current.by_pid.get(pid, 0), 0) if pid else est for pid, est in running
         )
-        return current.total + still_growing + estimate <= self.memory_budget
-
-    def overruns(self, pids: Iterable[int]) -> list[tuple[int, int]]:
-        """(pid, bytes) of workers that alone use more than the whole budget."""
-        pids = list(pids)
-        quick = self.sample_rss()
-        if quick is not None:
-            pids = [pid for pid in pids if quick.by_pid.get(pid, 0) > self.memory_budget]
-            if not pids:
-                return []
-        current = self.sample()
-        return [
-            (pid, current.by_pid[pid])
-            for pid in pids
-            if current.by_pid.get(pid, 0) > self.memory_budget
-        ]
+        return current.total + still_growing + estimate <= self.stop_level
 
 
 def dir_bytes(path: Path) -> int:

@@ -19,8 +19,12 @@ into journal events. A chunk whose worker fails (not a bad run: the machine) is 
 ``failed`` and retried up to ``max_attempts`` times in this session; later sessions retry it
 again on ``resume``.
 
-Memory: the ``Budget`` admits a chunk only when it fits, and a worker that alone exceeds it
-is stopped and its work split (``overruns.py``). The split is journaled (``record_split``)
+Memory: the ``Budget`` admits a chunk only when its estimate (from its runs' input bytes,
+recorded with the plan) fits, and the watchdog thread stops a worker (SIGKILL) when the process
+tree's USS passes the budget less its headroom (``watchdog.py``, ``overruns.py``). That breaks
+the pool: the loop then takes every chunk in flight at once, splits only the stopped piece,
+puts the others back in the queue whole (not failures: nothing of theirs was wrong) and makes
+a new pool. The split is journaled (``record_split``)
 before the pieces are queued, and every later attempt (this session's retries, a resume, a
 ``--retry-failed``) works on the journaled pieces, so shard paths never depend on a later
 memory reading and a retried chunk rewrites exactly the paths it published. A retry of an
@@ -106,6 +110,8 @@ from helmproc.journal import (
 # A worker could not write its staging or scratch folder: no retry can succeed, stop the job.
 UNWRITABLE_ERRNOS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
 POLL_S = 0.2
+# after the watchdog stopped a worker: how long the broken pool may take to fail its chunks
+KILL_SETTLE_S = 30.0
 
 
 class Coordinator:
@@ -138,7 +144,9 @@ class Coordinator:
         self.job = job
         self.plan: dict[int, ChunkPlan] = {c.chunk_id: c for c in journal.plan()}
         self.budget = options.budget
-        self.overruns = Overruns(self.budget, self.pid_dir, paths.scratch, self.progress)
+        self.overruns = Overruns(
+            self.budget, self.pid_dir, paths.scratch, self.progress, journal.run_input_bytes()
+        )
         # finished pieces' results of each chunk still being worked on
         self._done_parts: dict[int, list[ChunkResult]] = {}
         self._retrying: set[int] = set()  # chunks processed again for --retry-failed
@@ -312,7 +320,10 @@ class Coordinator:
         cid = result.chunk_id
         if self.budget is not None:
             self.budget.learn(
-                result.peak_rss_bytes, result.largest_run_bytes, result.baseline_bytes
+                result.peak_rss_bytes,
+                result.largest_run_bytes,
+                result.baseline_bytes,
+                result.baseline_uss_bytes or None,
             )
         self._done_parts.setdefault(cid, []).append(result)
         if not self.overruns.piece_done(cid, result.part):
@@ -355,6 +366,7 @@ class Coordinator:
             cid: statuses[cid].shards for cid in repairs.to_publish
         }
         pool = self.pool_factory(self.options.max_workers)
+        self.overruns.start()
         try:
             with StopRequest() as stop:
                 try:
@@ -375,6 +387,7 @@ class Coordinator:
             pool.kill()  # the second signal: stop at once; resume sweeps what they left
             raise
         finally:
+            self.overruns.close()
             pool.shutdown()
             committer.close()
         if self._fatal is not None:
@@ -474,14 +487,15 @@ class Coordinator:
                 queue
                 and not self._halted(stop)
                 and len(inflight) < self.options.max_workers
-                and self.overruns.admit(inflight.values(), staged)
+                and self.overruns.admit(queue[0], inflight.values(), staged)
             ):
                 task = queue.popleft()
                 inflight[pool.submit(self._spec(task.chunk_id, task))] = task
+            broken = False
             if inflight:
                 done, _ = wait(list(inflight), timeout=POLL_S, return_when=FIRST_COMPLETED)
-                self.overruns.stop_overruns()
-                broken = False
+                if self.overruns.pool_killed:  # the pool fails every chunk in flight: take
+                    done, _ = wait(list(inflight), timeout=KILL_SETTLE_S)  # them together
                 for fut in done:
                     task = inflight.pop(fut)
                     try:
@@ -495,16 +509,19 @@ class Coordinator:
                         cid = result.chunk_id
                         staged[cid] = self.journal.chunk_status(cid).shards
                         committer.submit(cid, staged[cid])
-                if broken:
-                    died = BrokenProcessPool("worker died")
-                    for fut, task in list(inflight.items()):
-                        fut.cancel()
-                        self._task_failed(task, died, attempts, queue)
-                    inflight.clear()
-                    self.overruns.pool_killed = False
-                    pool.shutdown()
-                    shutil.rmtree(self.pid_dir, ignore_errors=True)
-                    pool = self.pool_factory(self.options.max_workers)
+            if broken or self.overruns.pool_killed:
+                # a worker died (or the watchdog stopped one): the pool is gone with every
+                # chunk in it; what is left in flight goes back to the queue (the stopped
+                # piece split), and a new pool takes over
+                died = BrokenProcessPool("worker died")
+                for fut, task in list(inflight.items()):
+                    fut.cancel()
+                    self._task_failed(task, died, attempts, queue)
+                inflight.clear()
+                pool.shutdown()
+                shutil.rmtree(self.pid_dir, ignore_errors=True)
+                pool = self.pool_factory(self.options.max_workers)
+                self.overruns.rearm()
             for report in committer.reports(timeout=0 if inflight else POLL_S):
                 if self._publish_interrupted(report):  # resume publishes these chunks
                     for cid in report.chunk_ids:  # (still `processed`)
@@ -550,6 +567,9 @@ class Coordinator:
     ) -> None:
         overrun = self.overruns.overrun_reason(task)
         cid = task.chunk_id
+        if overrun is not None and all(k in dict(task.skip_reasons) for k in task.keys):
+            # nothing of it left to split: an ordinary failed attempt (they are counted)
+            exc, overrun = MemoryError(f"memory budget exceeded: {overrun}"), None
         if overrun is not None:
             if cid in self._retrying and self.journal.chunk_status(cid).state in RETRY_ONLY_FROM:
                 # splitting now would publish new pieces beside the published ones

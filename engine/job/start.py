@@ -107,6 +107,21 @@ def plan_input(discovered: list[RunRef], ledger: Ledger, source: Source) -> Plan
     return PlanInput(refs, release_rows, facts)
 
 
+def planned_input_bytes(source: Source, refs: list[RunRef]) -> dict[str, int]:
+    """Run key -> bytes of the run's input files, for the runs whose sizes the source can
+    tell without reading them (a local folder: one stat per file; other sources: none). The
+    plan records them for the memory budget's admission estimates (``budget.Budget``)."""
+    sizes = getattr(source, "input_sizes", None)
+    if sizes is None:
+        return {}
+    found: dict[str, int] = {}
+    for ref in refs:
+        text = sizes(ref)
+        if text:
+            found[ref.key] = sum(int(item.rpartition("=")[2]) for item in text.split(";"))
+    return found
+
+
 def remove_damaged_groups(publisher: Publisher, ledger: Ledger) -> Ledger:
     """Delete what is left of groups missing a file (their runs are converted again), in one
     step; returns the ledger without them."""
@@ -201,7 +216,8 @@ def _start_job(
                 "ledger": inputs.facts.to_json(),
                 "release_rows": inputs.release_rows,
             }
-            journal.start_job(job_id, config, job_timestamp(), plan)
+            sizes = planned_input_bytes(source, refs)
+            journal.start_job(job_id, config, job_timestamp(), plan, run_bytes=sizes)
         if journal_path is None:
             remember_latest(work_root, key)
     except BaseException:

@@ -833,3 +833,16 @@ def test_render_text_truncates_long_failure_lists() -> None:
     text = render_text(report)
     assert text.count(".json: bad: 1 run") == MAX_FAILURES_SHOWN  # one line per reason
     assert "'helmproc status --json' lists all" in text
+
+
+def test_run_input_bytes_are_recorded_with_the_plan_and_append_only(path: Path) -> None:
+    sizes = {PLAN[0].runs[0].key: 1234, PLAN[2].runs[2].key: 0}
+    with Journal.open(path) as j:
+        assert j.run_input_bytes() == {}
+        j.start_job("job-1", {}, "t", PLAN, run_bytes=sizes)
+        assert j.run_input_bytes() == sizes  # runs whose size was unknown have no row
+    conn = raw(path)
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        conn.execute("UPDATE run_inputs SET n_bytes = 1")
+    with Journal.open(path, readonly=True) as j:
+        assert j.run_input_bytes() == sizes
