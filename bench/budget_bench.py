@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -26,32 +25,10 @@ import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE_RUN = ROOT / "tests/data/benchmark_output/runs/v1.1.0/simple_mcqa:model=simple_model1"
-UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+sys.path.insert(0, str(ROOT))
 
-
-def size(text: str) -> int:
-    return int(float(text[:-1]) * UNITS[text[-1].upper()])
-
-
-def big_run(target: Path, factor: int, tag: str) -> None:
-    target.mkdir(parents=True)
-    for name in ("scenario.json", "stats.json"):
-        shutil.copyfile(FIXTURE_RUN / name, target / name)
-    spec = json.loads((FIXTURE_RUN / "run_spec.json").read_text())
-    spec["name"] = f"{spec['name']},big={tag}"
-    (target / "run_spec.json").write_text(json.dumps(spec))
-    state = json.loads((FIXTURE_RUN / "scenario_state.json").read_text())
-    stats = json.loads((FIXTURE_RUN / "per_instance_stats.json").read_text())
-    states, entries = [], []
-    for i in range(factor):
-        for rs in state["request_states"]:
-            copy = json.loads(json.dumps(rs))
-            copy["instance"]["id"] = f"{copy['instance']['id']}-{i}"
-            states.append(copy)
-        entries += [dict(e, instance_id=f"{e['instance_id']}-{i}") for e in stats]
-    state["request_states"] = states
-    (target / "scenario_state.json").write_text(json.dumps(state))
-    (target / "per_instance_stats.json").write_text(json.dumps(entries))
+from helmproc.cli.option_checks import parse_size  # noqa: E402  (the CLI's own parsing)
+from tests.fakes.jobkit import inflate_run  # noqa: E402  (the tests' big-run maker)
 
 
 def tree_uss(root: psutil.Process) -> int:
@@ -84,7 +61,7 @@ def one(corpus: Path, work: Path, budget: str, every: float) -> dict[str, object
     return {
         "budget": budget,
         "peak_tree_uss_mib": round(peak / (1 << 20), 1),
-        "peak_over_budget": round(peak / size(budget), 3),
+        "peak_over_budget": round(peak / parse_size(budget), 3),
         "seconds": round(time.monotonic() - started, 1),
         "runs": report.get("runs"),
         "exit": proc.returncode,
@@ -100,7 +77,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="helmproc-budget-") as tmp:
         corpus = Path(tmp) / "corpus"
         for tag in ("a", "b"):
-            big_run(corpus / f"big-{tag}", opts.factor, tag)
+            inflate_run(FIXTURE_RUN, corpus / f"big-{tag}", opts.factor, f"big{tag}")
         mib = sum(p.stat().st_size for p in corpus.rglob("*")) / (1 << 20)
         print(f"corpus: 2 runs, {mib:.0f} MiB of JSON", file=sys.stderr)
         for i, budget in enumerate(opts.budgets.split(",")):

@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -18,23 +17,19 @@ from helmproc.journal import Journal
 from tests.fakes.jobkit import (
     FIXED_EPOCH,
     FIXTURE,
+    HELMPROC,
     folder_digest,
     grow_corpus,
     processed_events,
     wait_for,
 )
-
-HELMPROC = [sys.executable, "-m", "helmproc.cli"]
+from tests.fakes.jobkit import (
+    helmproc as run_helmproc,
+)
 
 
 def helmproc(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, SOURCE_DATE_EPOCH=FIXED_EPOCH)
-    proc = subprocess.run(
-        [*HELMPROC, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"helmproc {args} -> {proc.returncode}\n{proc.stderr}")
-    return proc
+    return run_helmproc(cwd, *args, check=check)
 
 
 def test_run_status_and_load_dataset(tmp_path: Path) -> None:

@@ -21,9 +21,9 @@ import pyarrow.dataset as pads
 import pytest
 
 from helmproc.engine.publish.folder import LOCK_PATH
-from tests.fakes.jobkit import FIXTURE, folder_digest
+from tests.fakes.jobkit import FIXTURE, HELMPROC, folder_digest
+from tests.fakes.jobkit import helmproc as run_helmproc
 
-HELMPROC = [sys.executable, "-m", "helmproc.cli"]
 SRC = ["--source", str(FIXTURE)]
 SUITE = ["--suite", "v1.0.0"]
 RELEASE = ["--release", "v1.1.0"]
@@ -32,14 +32,7 @@ pytestmark = pytest.mark.usefixtures("fixed_epoch")
 
 
 def helmproc(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    cwd.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run(
-        [*HELMPROC, *args], cwd=cwd, env=dict(os.environ), capture_output=True, text=True,
-        timeout=300,
-    )
-    if check:
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-    return proc
+    return run_helmproc(cwd, *args, check=check)
 
 
 def suite_runs(suite: str) -> set[tuple[str, str]]:

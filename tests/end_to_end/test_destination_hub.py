@@ -8,7 +8,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -23,9 +22,9 @@ from helmproc.engine.publish.hub import HubPublisher
 from helmproc.engine.sources.folder import DirSource
 from tests.end_to_end.test_destination import release_runs, suite_runs
 from tests.fakes.fake_hub import FakeHub, fake_hub_fixture, hub_env_fixture  # noqa: F401
-from tests.fakes.jobkit import FIXTURE
+from tests.fakes.jobkit import FIXTURE, HELMPROC
+from tests.fakes.jobkit import helmproc as run_helmproc
 
-HELMPROC = [sys.executable, "-m", "helmproc.cli"]
 REPO = "org/nightly"
 FAST = ["--commits-per-hour", "36000"]
 
@@ -33,14 +32,7 @@ pytestmark = pytest.mark.usefixtures("fixed_epoch")
 
 
 def helmproc(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    cwd.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run(
-        [*HELMPROC, *args], cwd=cwd, env=dict(os.environ), capture_output=True, text=True,
-        timeout=300,
-    )
-    if check:
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-    return proc
+    return run_helmproc(cwd, *args, check=check)
 
 
 def hub_table(hub: FakeHub, name: str, repo: str = REPO) -> list[dict]:

@@ -7,7 +7,6 @@ import multiprocessing
 import os
 import signal
 import subprocess
-import sys
 import threading
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -28,6 +27,7 @@ from tests.fakes.bucket_server import BucketServer
 from tests.fakes.jobkit import (
     FIXED_EPOCH,
     FIXTURE,
+    HELMPROC,
     coordinator,
     folder_digest,
     grow_corpus,
@@ -37,7 +37,6 @@ from tests.fakes.jobkit import (
     wait_for,
 )
 
-HELMPROC = [sys.executable, "-m", "helmproc.cli"]
 N_CHUNKS = 28  # the corpus's 56 runs in chunks of 2
 
 

@@ -17,7 +17,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,9 +27,8 @@ from helmproc.cli.errors import EXIT_INTERRUPTED
 from helmproc.engine.sources.http_client import ClientSettings
 from tests.fakes.bucket_server import BucketServer
 from tests.fakes.fake_hub import FakeHub, fake_hub_fixture, hub_env_fixture  # noqa: F401
-from tests.fakes.jobkit import FIXED_EPOCH, FIXTURE, folder_digest
+from tests.fakes.jobkit import FIXED_EPOCH, FIXTURE, HELMPROC, folder_digest
 
-HELMPROC = [sys.executable, "-m", "helmproc.cli"]
 READ_TIMEOUT_S = ClientSettings().read_timeout_s
 STALL_S = 10 * READ_TIMEOUT_S  # the server would hold the request this long
 BOUND_S = 10.0  # SIGINT to exit; the read timeout alone would take READ_TIMEOUT_S

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import psutil
@@ -16,13 +15,13 @@ from helmproc.engine.chunks.hold_points import ENV as HOLD_ENV
 from helmproc.engine.chunks.hold_points import gate, held_marks
 from tests.fakes.jobkit import (
     FIXED_EPOCH,
+    HELMPROC,
     folder_digest,
     grow_corpus,
     processed_events,
     wait_for,
 )
 
-HELMPROC = [sys.executable, "-m", "helmproc.cli"]
 # How long the fork server and workers may take to notice (the watchdog polls every 0.2 s).
 GRACE_S = 5.0
 

@@ -10,10 +10,8 @@ event at all, and a plain ``resume`` retries nothing.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from collections import Counter
 from concurrent.futures import Future
 from pathlib import Path
@@ -28,9 +26,9 @@ from helmproc.engine.job.executors import make_executor
 from helmproc.engine.job.options import ExecOptions
 from helmproc.engine.job.start import StartedJob, execute_job
 from helmproc.journal import ChunkState, Journal
-from tests.fakes.jobkit import FIXED_EPOCH, FIXTURE, coordinator, folder_digest, run_to_end, start
+from tests.fakes.jobkit import FIXTURE, coordinator, folder_digest, run_to_end, start
+from tests.fakes.jobkit import helmproc as run_helmproc
 
-HELMPROC = [sys.executable, "-m", "helmproc.cli"]
 # Two runs in different chunks of the fixture release (chunk size 3: chunks of 1, 2, 3, 3, 3).
 BROKEN = {
     "v1.0.0": "simple1:model=simple_model1",
@@ -41,13 +39,8 @@ BROKEN = {
 pytestmark = pytest.mark.usefixtures("fixed_epoch")
 
 
-def helmproc(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, SOURCE_DATE_EPOCH=FIXED_EPOCH)
-    proc = subprocess.run(
-        [*HELMPROC, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert proc.returncode == 0, f"helmproc {args} -> {proc.returncode}\n{proc.stderr}"
-    return proc
+def helmproc(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return run_helmproc(cwd, *args, check=check)
 
 
 def status(cwd: Path) -> dict[str, Any]:

@@ -5,11 +5,8 @@ anything a command prints, including failure reasons that quote URLs."""
 from __future__ import annotations
 
 import base64
-import os
 import shutil
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -17,23 +14,13 @@ import pytest
 
 from helmproc.engine.url_secrets import strip_credentials
 from tests.fakes.bucket_server import BucketServer
-from tests.fakes.jobkit import FIXED_EPOCH, FIXTURE
+from tests.fakes.jobkit import FIXTURE, helmproc
 
 SUITE, RELEASE = "v1.0.0", "v1.1.0"
 RUNS = ("simple_classification:model=simple_model1", "simple1:model=simple_model1")
 PASSWORD = "pw-5ecret-Zq81"
 TOKEN = "tok-5ecret-Hv27"
 
-
-def helmproc(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "helmproc.cli", *args],
-        cwd=cwd,
-        env=dict(os.environ, SOURCE_DATE_EPOCH=FIXED_EPOCH),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def tree(root: Path) -> Path:

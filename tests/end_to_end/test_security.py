@@ -36,7 +36,6 @@ import shutil
 import sqlite3
 import stat
 import subprocess
-import sys
 import threading
 import traceback
 from pathlib import Path
@@ -69,9 +68,8 @@ from helmproc.engine.sources.http_client import ClientSettings
 from helmproc.journal import Journal
 from tests.fakes.bucket_server import BucketServer
 from tests.fakes.fake_hub import FAKE_TOKEN, FakeHub, fake_hub_fixture, hub_env_fixture  # noqa: F401  (fixtures)
-from tests.fakes.jobkit import FIXED_EPOCH, FIXTURE, reference_job
+from tests.fakes.jobkit import FIXED_EPOCH, FIXTURE, HELMPROC, helmproc, reference_job
 
-HELMPROC = [sys.executable, "-m", "helmproc.cli"]
 FAST = ClientSettings(
     connect_timeout_s=2.0, read_timeout_s=2.0, deadline_s=10.0, max_attempts=2,
     base_delay_s=0.001, max_delay_s=0.01,
@@ -103,12 +101,6 @@ HOSTILE = [
 
 pytestmark = pytest.mark.usefixtures("fixed_epoch")
 
-
-def helmproc(cwd: Path, *args: str, **kw) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, SOURCE_DATE_EPOCH=FIXED_EPOCH)
-    return subprocess.run(
-        [*HELMPROC, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300, **kw
-    )
 
 
 def mode(path: Path) -> int:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import collections
 import hashlib
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -41,12 +40,13 @@ from helmproc.engine.export.writer import (
     export_eee,
 )
 from tests.fakes.eee_schemas import eee_schema
+from tests.fakes.jobkit import HELMPROC
+from tests.fakes.jobkit import helmproc as run_helmproc
 
 FIXTURE = Path(__file__).resolve().parents[1] / "data" / "benchmark_output"
 # `helmproc run --source FIXTURE` names the project after the folder holding benchmark_output/
 PROJECT = FIXTURE.parent.name
 EPOCH = "1800000000"
-HELMPROC = [sys.executable, "-m", "helmproc.cli"]
 RunId = tuple[str, str, str]
 
 
@@ -54,10 +54,7 @@ RunId = tuple[str, str, str]
 
 
 def helmproc(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, SOURCE_DATE_EPOCH=EPOCH)
-    return subprocess.run(
-        [*HELMPROC, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
-    )
+    return run_helmproc(cwd, *args, epoch=EPOCH)
 
 
 @pytest.fixture(scope="session")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import sqlite3
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +25,23 @@ from helmproc.journal import StatusReport
 
 FIXTURE = Path(__file__).resolve().parents[1] / "data" / "benchmark_output"
 FIXED_EPOCH = "1790000000"
+HELMPROC = [sys.executable, "-m", "helmproc.cli"]
+
+
+def helmproc(
+    cwd: Path, *args: str, check: bool = False, epoch: str = FIXED_EPOCH, **kw: Any
+) -> subprocess.CompletedProcess[str]:
+    """``helmproc ARGS`` as a user runs it: a fresh process in ``cwd`` (made if missing), this
+    environment with ``SOURCE_DATE_EPOCH=epoch``, output captured. ``check``: fail the test
+    unless it exits 0 (the output in the message)."""
+    cwd.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(
+        [*HELMPROC, *args], cwd=cwd, env=dict(os.environ, SOURCE_DATE_EPOCH=epoch),
+        capture_output=True, text=True, timeout=300, **kw,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"helmproc {args} -> {proc.returncode}\n{proc.stdout}{proc.stderr}")
+    return proc
 
 
 def folder_digest(root: Path) -> dict[str, str]:

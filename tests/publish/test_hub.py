@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -46,10 +43,9 @@ from helmproc.engine.publish.pacer import CommitPacer
 from helmproc.engine.sources.folder import DirSource
 from helmproc.journal import Journal
 from tests.fakes.fake_hub import FAKE_TOKEN, FakeHub, fake_hub_fixture, hub_env_fixture  # noqa: F401  (fixtures)
-from tests.fakes.jobkit import FIXED_EPOCH, FIXTURE
+from tests.fakes.jobkit import FIXED_EPOCH, FIXTURE, helmproc
 
 REPO = "org/helm-eee"
-HELMPROC = [sys.executable, "-m", "helmproc.cli"]
 QUOTA_WAIT_S = 123.0
 # Tests pace fast (the default 100/hour would hold the 9th commit back ~39 s).
 FAST_PACE = ExecOptions(max_workers=2, commits_per_hour=36_000)
@@ -438,12 +434,6 @@ def test_scrub_removes_tokens() -> None:
     out = scrub(text, FAKE_TOKEN)
     assert FAKE_TOKEN not in out and "hf_Another" not in out and "Bearer" not in out
 
-
-def helmproc(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*HELMPROC, *args], cwd=cwd, env=dict(os.environ), capture_output=True, text=True,
-        timeout=300,
-    )
 
 
 def test_token_never_appears_in_output_logs_journal_or_errors(
