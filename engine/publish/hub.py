@@ -170,6 +170,18 @@ class HubPublisher:
     def _where(self) -> str:
         return f"datasets/{self.repo_id}@{self.revision} on {self.endpoint}"
 
+    def _back_off(self, operation: str, failure: Failure, failures: int) -> int:
+        """One more failed attempt of ``operation``: raise once attempts are used up, else
+        wait the policy's backoff (saying so); returns the new count."""
+        failures += 1
+        if failures >= self.retry.max_attempts:
+            self._raise(operation, failure)
+        self.retry.wait(
+            self.retry.backoff_s(failures),
+            f"{operation}: {failure.kind.value} (attempt {failures} of {self.retry.max_attempts})",
+        )
+        return failures
+
     def _raise(self, operation: str, failure: Failure, hint: str = "") -> NoReturn:
         detail = scrub(first_line(failure.detail), self._token)
         text = f"{operation} on {self._where()}: {failure.kind.value}"
@@ -227,14 +239,7 @@ class HubPublisher:
                     self.retry.wait(wait, f"{operation}: {failure.kind.value}")
                     continue
                 if failure.kind in RETRYABLE:
-                    failures += 1
-                    if failures >= self.retry.max_attempts:
-                        self._raise(operation, failure)
-                    self.retry.wait(
-                        self.retry.backoff_s(failures),
-                        f"{operation}: {failure.kind.value} (attempt {failures} of "
-                        f"{self.retry.max_attempts})",
-                    )
+                    failures = self._back_off(operation, failure, failures)
                     continue
                 self._raise(operation, failure)
 
@@ -422,14 +427,7 @@ class HubPublisher:
                     if landed is not None:  # applied, only the reply was lost: do not re-send
                         self._set_head(None)
                         return landed
-                    failures += 1
-                    if failures >= self.retry.max_attempts:
-                        self._raise(operation, failure)
-                    self.retry.wait(
-                        self.retry.backoff_s(failures),
-                        f"{operation}: {failure.kind.value} (attempt {failures} of "
-                        f"{self.retry.max_attempts})",
-                    )
+                    failures = self._back_off(operation, failure, failures)
                     continue
                 if failure.kind is FailureKind.RATE_LIMITED:
                     wait = failure.wait_s or self.retry.backoff_s(1)
