@@ -14,9 +14,11 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from helmproc.engine.errors import (
@@ -33,7 +35,7 @@ from helmproc.journal import (
     migrations,
     render_text,
 )
-from helmproc.journal.locking import CoordinatorLock
+from helmproc.journal.locking import CoordinatorLock, lock_path_for
 from helmproc.journal.migrations import Migration
 
 # -- helpers ------------------------------------------------------------------------------
@@ -628,8 +630,19 @@ def test_lock_is_not_kept_alive_by_forked_children(journal: Journal) -> None:
     holder = spawn(script, str(path))
     assert holder.stdout is not None
     child_pid = int(holder.stdout.readline())
+    lock_file = lock_path_for(path).resolve()
+
+    def child_has_lock_open() -> bool:
+        return lock_file in {Path(f.path).resolve() for f in psutil.Process(child_pid).open_files()}
+
     try:
         wait_for_line(holder, "ready")
+        # the child closes its inherited copy in its after-fork hook, which it may not have run
+        # yet when the parent prints "ready": wait for that (without the hook, it never does)
+        deadline = time.monotonic() + 20
+        while child_has_lock_open() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not child_has_lock_open(), "the forked child kept the inherited lock descriptor"
         kill9(holder)
         os.kill(child_pid, 0)  # the forked child is still alive ...
         Journal.open(path).close()  # ... and does not hold the lock
