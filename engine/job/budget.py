@@ -58,6 +58,12 @@ SAMPLE_INTERVAL_S = 0.25
 HEADROOM = 0.05
 
 
+def stop_level(memory_budget: int) -> int:
+    """The tree's USS at which the watchdog stops a worker, and up to which admission fills
+    the tree: the budget less its ``HEADROOM``."""
+    return int(memory_budget * (1 - HEADROOM))
+
+
 def format_size(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if abs(n) < 1024:
@@ -132,7 +138,7 @@ class Budget:
         self.memory_budget = memory_budget
         self.disk_budget = disk_budget
         # the watchdog stops a worker above this; admission fills the tree up to it
-        self.stop_level = int(memory_budget * (1 - HEADROOM))
+        self.stop_level = stop_level(memory_budget)
         # The default meter reads USS only when a cheap RSS sample cannot decide (see the
         # module docstring); an injected meter is used as it is.
         self.rss_meter = TreeMeter(uss=False) if meter is None else None

@@ -49,7 +49,7 @@ from pathlib import Path
 import psutil
 
 from helmproc.engine.chunks.pid_files import running_workers
-from helmproc.engine.job.budget import HEADROOM, process_memory
+from helmproc.engine.job.budget import process_memory, stop_level
 
 WATCH_INTERVAL_S = 0.02
 NEAR = 0.9
@@ -84,7 +84,7 @@ class Watchdog:
         root_pid: int | None = None,
     ) -> None:
         self.memory_budget = memory_budget
-        self.stop_level = int(memory_budget * (1 - HEADROOM))
+        self.stop_level = stop_level(memory_budget)
         self.min_growth = min(MIN_STOP_GROWTH, memory_budget - self.stop_level)
         self.pid_dir = pid_dir
         self.interval = interval
